@@ -1,0 +1,1 @@
+"""Rapport's shared package: settings, logging, telemetry, contracts, graph schema, Kafka set-up."""

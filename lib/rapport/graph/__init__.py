@@ -1,0 +1,1 @@
+"""The customer graph: its schema and the driver that reaches it."""

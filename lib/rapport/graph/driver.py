@@ -1,0 +1,33 @@
+"""The one place that opens Neo4j drivers, with deadlines on every call."""
+
+from __future__ import annotations
+
+import neo4j
+
+from rapport.settings import Neo4jSettings
+
+
+def open_driver(settings: Neo4jSettings) -> neo4j.Driver:
+    return neo4j.GraphDatabase.driver(
+        settings.uri,
+        auth=(settings.user, settings.password),
+        connection_timeout=settings.timeout,
+        connection_acquisition_timeout=settings.timeout,
+        max_transaction_retry_time=settings.timeout,
+        max_connection_pool_size=settings.max_pool_size,
+        liveness_check_timeout=30.0,
+        user_agent="rapport",
+    )
+
+
+def open_async_driver(settings: Neo4jSettings) -> neo4j.AsyncDriver:
+    return neo4j.AsyncGraphDatabase.driver(
+        settings.uri,
+        auth=(settings.user, settings.password),
+        connection_timeout=settings.timeout,
+        connection_acquisition_timeout=settings.timeout,
+        max_transaction_retry_time=settings.timeout,
+        max_connection_pool_size=settings.max_pool_size,
+        liveness_check_timeout=30.0,
+        user_agent="rapport",
+    )

@@ -1,0 +1,100 @@
+"""The customer graph's schema: a versioned list of migrations, applied idempotently.
+
+The graph model every service shares (written by the profile worker, read by timeline/router):
+
+(:Customer {id, language, tier, segment, display_name, created_at, first_contact_at,
+            last_contact_at, merged_into})
+    `id` is "cus_" + 16 hex chars. A customer absorbed by a merge keeps its node with
+    `merged_into` = the survivor's id and no relationships left; live customers have
+    `merged_into IS NULL`. Readers resolve an id by following `merged_into` to the survivor.
+(:Identity {key, kind, value, verified, verification_method, first_seen_at})-[:IDENTIFIES]->(:Customer)
+    `key` = "<kind>:<normalised value>" (see rapport.identity), e.g. "email:ana@example.com".
+(:Customer)-[:HAD]->(:Interaction {event_id, at, channel, kind, direction, topic, intent,
+            sentiment, outcome, csat, summary, agent_id, contact_id, case_id, device_id,
+            article_id, article_title, answer, flow_id, step, exit_reason, fault_code,
+            severity, handle_seconds, source, facts, attributes, identity_keys, ingested_at})
+    `at` is a DateTime (event time, UTC). Enum values are stored as short lower-case names
+    without the prefix: channel "chat", kind "article_feedback", outcome "resolved",
+    answer "no", severity "critical". `facts` is a JSON list of {key, value, sensitive} with
+    sensitive values already masked; `attributes` a JSON object; `identity_keys` the identity
+    keys the event carried (evidence for unmerge).
+(:Interaction)-[:HANDLED_BY]->(:Agent {id})
+(:Interaction)-[:ABOUT]->(:Topic {name})
+(:Interaction)-[:IN_CASE]->(:Case)
+(:Customer)-[:OWNS]->(:Device {id, model, firmware})
+(:Customer)-[:HAS_CASE]->(:Case {id, status, title, owner_agent_id, proactive, opened_at, updated_at})
+(:Customer)-[:SERVED_BY {contacts, resolved, csat_sum, csat_count, last_at}]->(:Agent)
+    the affinity aggregate, counted once per interaction that names an agent.
+(:Merge {id, at, event_id, survivor_id, absorbed_id, linking_keys, absorbed_identity_keys,
+         absorbed_event_ids})   the evidence of a merge, for review and unmerge.
+(:Customer)-[:MAYBE_SAME {keys, at}]->(:Customer)   a weak-identifier merge candidate.
+(:Agent {id, ...})-[:HAS_SKILL {level}]->(:Skill {name})   router-owned agent properties.
+(:Contact {id, state, ...})   the router's contacts and durable queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import neo4j
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "uniqueness constraints on every id; range index on Interaction.at",
+        (
+            "CREATE CONSTRAINT customer_id IF NOT EXISTS FOR (n:Customer) REQUIRE n.id IS UNIQUE",
+            "CREATE CONSTRAINT identity_key IF NOT EXISTS FOR (n:Identity) REQUIRE n.key IS UNIQUE",
+            "CREATE CONSTRAINT interaction_event_id IF NOT EXISTS FOR (n:Interaction) REQUIRE n.event_id IS UNIQUE",
+            "CREATE CONSTRAINT agent_id IF NOT EXISTS FOR (n:Agent) REQUIRE n.id IS UNIQUE",
+            "CREATE CONSTRAINT topic_name IF NOT EXISTS FOR (n:Topic) REQUIRE n.name IS UNIQUE",
+            "CREATE CONSTRAINT device_id IF NOT EXISTS FOR (n:Device) REQUIRE n.id IS UNIQUE",
+            "CREATE CONSTRAINT case_id IF NOT EXISTS FOR (n:Case) REQUIRE n.id IS UNIQUE",
+            "CREATE CONSTRAINT skill_name IF NOT EXISTS FOR (n:Skill) REQUIRE n.name IS UNIQUE",
+            "CREATE CONSTRAINT merge_id IF NOT EXISTS FOR (n:Merge) REQUIRE n.id IS UNIQUE",
+            "CREATE CONSTRAINT contact_id IF NOT EXISTS FOR (n:Contact) REQUIRE n.id IS UNIQUE",
+            "CREATE INDEX interaction_at IF NOT EXISTS FOR (n:Interaction) ON (n.at)",
+            "CREATE INDEX contact_state IF NOT EXISTS FOR (n:Contact) ON (n.state)",
+            "CREATE INDEX customer_merged_into IF NOT EXISTS FOR (n:Customer) ON (n.merged_into)",
+        ),
+    ),
+)
+
+
+def applied_version(session: neo4j.Session) -> int:
+    record = session.run("MATCH (m:SchemaMigration) RETURN max(m.version) AS v").single()
+    return int(record["v"]) if record and record["v"] is not None else 0
+
+
+def apply_migrations(driver: neo4j.Driver, database: str = "neo4j") -> list[int]:
+    """Applies migrations newer than the recorded version; returns the versions applied.
+
+    Each statement is idempotent (IF NOT EXISTS), so two processes racing here are harmless.
+    """
+    applied = []
+    with driver.session(database=database) as session:
+        current = applied_version(session)
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            for statement in migration.statements:
+                session.run(statement).consume()
+            session.run(
+                "MERGE (m:SchemaMigration {version: $v}) SET m.description = $d, m.applied_at = datetime()",
+                v=migration.version,
+                d=migration.description,
+            ).consume()
+            applied.append(migration.version)
+            log.info("applied graph migration", extra={"version": migration.version})
+    return applied

@@ -1,0 +1,92 @@
+"""OpenTelemetry set-up, configured only through the standard OTEL_* variables.
+
+With neither OTEL_TRACES_EXPORTER nor OTEL_EXPORTER_OTLP_ENDPOINT set, spans are still created
+(so logs carry trace ids and context crosses Kafka) but nothing is exported.
+Exporters: `otlp` (gRPC, OTEL_EXPORTER_OTLP_ENDPOINT), `console`, `none`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters; called last on SIGTERM."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def _exporter_name(env: Mapping[str, str], signal: str) -> str:
+    name = env.get(f"OTEL_{signal}_EXPORTER", "").strip().lower()
+    if name:
+        return name.split(",")[0]
+    return "otlp" if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
+
+
+def _span_exporter(name: str) -> SpanExporter | None:
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if name == "console":
+        return ConsoleSpanExporter()
+    return None
+
+
+def _metric_exporter(name: str) -> MetricExporter | None:
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    if name == "console":
+        return ConsoleMetricExporter()
+    return None
+
+
+def configure_telemetry(
+    service: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
+) -> Telemetry:
+    """Install global tracer and meter providers for `service` (OTEL_SERVICE_NAME wins).
+
+    Tests pass an in-memory `span_exporter` / `metric_reader`.
+    """
+    env = os.environ if env is None else env
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service)})
+    tracer_provider = TracerProvider(resource=resource)
+    exporter = span_exporter or _span_exporter(_exporter_name(env, "TRACES"))
+    if exporter is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    readers: list[MetricReader] = []
+    if metric_reader is not None:
+        readers.append(metric_reader)
+    else:
+        metric_exporter = _metric_exporter(_exporter_name(env, "METRICS"))
+        if metric_exporter is not None:
+            readers.append(PeriodicExportingMetricReader(metric_exporter))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    return Telemetry(tracer_provider, meter_provider)

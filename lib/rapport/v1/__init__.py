@@ -1,0 +1,1 @@
+"""Generated from protos/rapport/v1. Do not edit."""
