@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import server_interceptor
 
+from rapport.errors import StatusInterceptor
 from rapport.settings import GrpcSettings
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def start_server(
     """Build, bind and start a server; `register` adds the service's servicers."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[server_interceptor(), *interceptors],
+        interceptors=[server_interceptor(), StatusInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
