@@ -1,0 +1,1 @@
+"""Rapport router service."""
