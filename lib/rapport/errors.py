@@ -98,7 +98,7 @@ class StatusInterceptor(grpc.ServerInterceptor):
                 try:
                     return behaviour(request, context)
                 except Exception as exc:
-                    if isinstance(exc, grpc.RpcError) or context.code() is not None:
+                    if isinstance(exc, grpc.RpcError) or context.code() is not None:  # type: ignore[attr-defined]
                         raise
                     abort(context, exc)
 
@@ -109,7 +109,7 @@ class StatusInterceptor(grpc.ServerInterceptor):
                 try:
                     yield from behaviour(request, context)
                 except Exception as exc:
-                    if isinstance(exc, grpc.RpcError) or context.code() is not None:
+                    if isinstance(exc, grpc.RpcError) or context.code() is not None:  # type: ignore[attr-defined]
                         raise
                     abort(context, exc)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from concurrent.futures import Future
 from typing import Any
 
 from kafka import KafkaProducer
 from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind
 
 from rapport.events import validate
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rapport.publisher")
 
 
-class _HeaderSetter:
+class _HeaderSetter(Setter[list[tuple[str, bytes]]]):
     def set(self, carrier: list[tuple[str, bytes]], key: str, value: str) -> None:
         carrier.append((key, value.encode()))
 
@@ -28,7 +28,8 @@ class _HeaderSetter:
 class InteractionPublisher:
     """Validates, keys by the customer's primary identifier, and sends with acks=all.
 
-    `publish` returns a future that fails with the delivery error; `publish_sync` waits for it.
+    `publish` returns kafka-python's FutureRecordMetadata, which fails with the delivery error;
+    `publish_sync` waits for it.
     The event is validated before sending, so a bad event raises InvalidEvent at the caller.
     """
 
@@ -48,7 +49,7 @@ class InteractionPublisher:
         config.update(producer_overrides)
         self._producer = KafkaProducer(**config)
 
-    def publish(self, event: events_pb2.InteractionEvent, topic: str | None = None) -> Future[Any]:
+    def publish(self, event: events_pb2.InteractionEvent, topic: str | None = None) -> Any:
         validate(event)
         key = partition_key(list(event.identifiers))
         with tracer.start_as_current_span(
@@ -73,7 +74,7 @@ class InteractionPublisher:
     def publish_sync(self, event: events_pb2.InteractionEvent, timeout: float | None = None) -> Any:
         return self.publish(event).get(timeout=timeout or self.settings.request_timeout)
 
-    def publish_many(self, events: Iterable[events_pb2.InteractionEvent]) -> list[Future[Any]]:
+    def publish_many(self, events: Iterable[events_pb2.InteractionEvent]) -> list[Any]:
         return [self.publish(e) for e in events]
 
     def flush(self, timeout: float | None = None) -> None:

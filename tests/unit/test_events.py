@@ -54,7 +54,7 @@ def test_invalid_events_name_the_field(mutate, field: str):
 
 def test_unknown_enum_survives_decoding_and_fails_validation():
     e = good_event()
-    e.kind = 42  # a producer on a newer contract
+    e.kind = 42  # type: ignore[assignment]  # a producer on a newer contract
     decoded = decode(e.SerializeToString())
     with pytest.raises(InvalidEvent, match="unknown value 42"):
         validate(decoded)

@@ -72,7 +72,8 @@ def test_unknown_kind_is_refused():
     ],
 )
 def test_strength(kind: int, verified: bool, strength: Strength):
-    value = {ev.IDENTIFIER_KIND_EMAIL: "a@b.co", ev.IDENTIFIER_KIND_PHONE: "+14155550100"}.get(kind, "abc-1")
+    values: dict[int, str] = {ev.IDENTIFIER_KIND_EMAIL: "a@b.co", ev.IDENTIFIER_KIND_PHONE: "+14155550100"}
+    value = values.get(kind, "abc-1")
     assert normalise(ident(kind, value, verified=verified)).strength is strength
 
 
