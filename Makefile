@@ -46,7 +46,7 @@ lint: install $(BUF)
 	$(BUF) lint
 	$(PY) protos/generate.py --check
 	.venv/bin/ruff check .
-	.venv/bin/mypy lib services tests bench
+	.venv/bin/mypy lib services tests $(wildcard bench/*.py)
 
 up: install
 	$(PY) -m rapport.devstack up
