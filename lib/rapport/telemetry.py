@@ -2,14 +2,19 @@
 
 With neither OTEL_TRACES_EXPORTER nor OTEL_EXPORTER_OTLP_ENDPOINT set, spans are still created
 (so logs carry trace ids and context crosses Kafka) but nothing is exported.
-Exporters: `otlp` (gRPC, OTEL_EXPORTER_OTLP_ENDPOINT), `console`, `none`.
+Exporters: `otlp` (gRPC, OTEL_EXPORTER_OTLP_ENDPOINT), `console`, `none`; OTEL_SDK_DISABLED=true
+exports nothing. The SDK itself reads the rest (OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER,
+OTEL_METRIC_EXPORT_INTERVAL, OTEL_EXPORTER_OTLP_HEADERS, ...). Metric names and units live in
+`rapport.metrics`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -21,7 +26,19 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+if TYPE_CHECKING:
+    import grpc
+
+# The OTLP exporters installed with Rapport speak gRPC only.
+SUPPORTED_OTLP_PROTOCOLS = ("grpc",)
 
 
 @dataclass
@@ -36,10 +53,19 @@ class Telemetry:
 
 
 def _exporter_name(env: Mapping[str, str], signal: str) -> str:
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "none"
     name = env.get(f"OTEL_{signal}_EXPORTER", "").strip().lower()
-    if name:
-        return name.split(",")[0]
-    return "otlp" if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
+    if not name:
+        name = "otlp" if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
+    name = name.split(",")[0].strip()
+    if name == "otlp":
+        protocol = (
+            env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+        ).strip()
+        if protocol not in SUPPORTED_OTLP_PROTOCOLS:
+            raise ValueError(f"OTLP protocol {protocol!r} is not supported; Rapport exports OTLP over grpc")
+    return name
 
 
 def _span_exporter(name: str) -> SpanExporter | None:
@@ -90,3 +116,27 @@ def configure_telemetry(
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     return Telemetry(tracer_provider, meter_provider)
+
+
+def traced_channel(channel: grpc.Channel) -> grpc.Channel:
+    """Wraps a client channel so every call gets a client span and carries trace context."""
+    from opentelemetry.instrumentation.grpc import client_interceptor
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+    return intercept_channel(channel, client_interceptor())  # type: ignore[no-any-return]
+
+
+@functools.cache
+def capture_spans() -> InMemorySpanExporter:
+    """For tests: an in-memory exporter fed by the global tracer provider, one per process.
+
+    Installs Rapport's providers (exporting nothing else) unless an SDK tracer provider is
+    already installed, in which case it listens to that one. Spans are exported as they end.
+    Call `.clear()` before acting and `.get_finished_spans()` after.
+    """
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = configure_telemetry("rapport-test", env={}).tracer_provider
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
