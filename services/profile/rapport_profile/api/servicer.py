@@ -1,0 +1,61 @@
+"""The gRPC entrypoint: decode the request, read the graph within the call's deadline, answer.
+
+Errors are raised, not set on the context: rapport.errors.StatusInterceptor maps them
+(InvalidArgument naming the field, NotFound, Unavailable) to status codes.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from rapport.errors import InvalidArgument, NotFound
+from rapport.v1 import profile_pb2, profile_pb2_grpc
+from rapport_profile.api import candidate_pages, customer_view
+from rapport_profile.api.graph_reader import ProfileReader
+
+# Time kept back from the caller's deadline to send the answer (or the error) back.
+_REPLY_MARGIN = 0.1
+
+
+def read_budget(context: grpc.ServicerContext, ceiling: float) -> float:
+    """Seconds a graph read may take: what the call has left, less a margin, at most `ceiling`."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return ceiling
+    return max(min(remaining - min(_REPLY_MARGIN, remaining * 0.2), ceiling), 0.0)
+
+
+class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
+    def __init__(self, reader: ProfileReader, read_timeout: float) -> None:
+        self._reader = reader
+        # Reads of calls without a deadline get this long.
+        self._read_timeout = read_timeout
+
+    def GetCustomer(
+        self, request: profile_pb2.GetCustomerRequest, context: grpc.ServicerContext
+    ) -> profile_pb2.GetCustomerResponse:
+        lookup, limits = customer_view.get_customer_request(request)
+        found = self._reader.customer_view(lookup, limits, read_budget(context, self._read_timeout))
+        if found is None:
+            raise NotFound(f"{lookup.describe()} not found")
+        return profile_pb2.GetCustomerResponse(
+            customer=customer_view.customer_view(found.row), merged_customer_id=found.merged_customer_id or ""
+        )
+
+    def ResolveIdentity(
+        self, request: profile_pb2.ResolveIdentityRequest, context: grpc.ServicerContext
+    ) -> profile_pb2.ResolveIdentityResponse:
+        if not request.HasField("identifier"):
+            raise InvalidArgument("identifier", "is required")
+        key = customer_view.identifier(request.identifier).key
+        found = self._reader.resolve_identity(key, read_budget(context, self._read_timeout))
+        if found is None:
+            raise NotFound(f"identity {key} not found")
+        return customer_view.resolve_identity_response(found.customer_id, found.identity)
+
+    def ListMergeCandidates(
+        self, request: profile_pb2.ListMergeCandidatesRequest, context: grpc.ServicerContext
+    ) -> profile_pb2.ListMergeCandidatesResponse:
+        query = candidate_pages.candidate_query(request)
+        rows = self._reader.merge_candidates(query, read_budget(context, self._read_timeout))
+        return candidate_pages.candidate_page(query, rows)
