@@ -2,32 +2,43 @@
 
 The graph model every service shares (written by the profile worker, read by timeline/router):
 
-(:Customer {id, language, tier, segment, display_name, created_at, first_contact_at,
-            last_contact_at, merged_into})
+(:Customer {id, language, tier, segment, display_name, traits_at, created_at, first_contact_at,
+            last_contact_at, merged_into, merged_at})
     `id` is "cus_" + 16 hex chars. A customer absorbed by a merge keeps its node with
     `merged_into` = the survivor's id and no relationships left; live customers have
-    `merged_into IS NULL`. Readers resolve an id by following `merged_into` to the survivor.
-(:Identity {key, kind, value, verified, verification_method, first_seen_at})-[:IDENTIFIES]->(:Customer)
+    `merged_into IS NULL`. Readers resolve an id by following `merged_into` to the survivor
+    (the writer keeps chains one hop long). `traits_at` is the event time of the traits kept.
+(:Identity {key, kind, value, verified, verification_method, first_seen_at, last_seen_at})
+        -[:IDENTIFIES]->(:Customer)
     `key` = "<kind>:<normalised value>" (see rapport.identity), e.g. "email:ana@example.com".
+    Every identity identifies exactly one customer. `verified` only ever turns true.
 (:Customer)-[:HAD]->(:Interaction {event_id, at, channel, kind, direction, topic, intent,
             sentiment, outcome, csat, summary, agent_id, contact_id, case_id, device_id,
-            article_id, article_title, answer, flow_id, step, exit_reason, fault_code,
-            severity, handle_seconds, source, facts, attributes, identity_keys, ingested_at})
+            article_id, article_title, answer, flow_id, step, exit_reason, intent_confidence,
+            fault_code, severity, readings, handle_seconds, source, facts, attributes,
+            identity_keys, ingested_at})
     `at` is a DateTime (event time, UTC). Enum values are stored as short lower-case names
     without the prefix: channel "chat", kind "article_feedback", outcome "resolved",
     answer "no", severity "critical". `facts` is a JSON list of {key, value, sensitive} with
-    sensitive values already masked; `attributes` a JSON object; `identity_keys` the identity
-    keys the event carried (evidence for unmerge).
+    sensitive values already masked; `attributes` and `readings` JSON objects; `identity_keys`
+    the identity keys the event carried (evidence for unmerge). Absent values are not stored.
 (:Interaction)-[:HANDLED_BY]->(:Agent {id})
 (:Interaction)-[:ABOUT]->(:Topic {name})
 (:Interaction)-[:IN_CASE]->(:Case)
-(:Customer)-[:OWNS]->(:Device {id, model, firmware})
+(:Customer)-[:OWNS]->(:Device {id, model, firmware, updated_at})
 (:Customer)-[:HAS_CASE]->(:Case {id, status, title, owner_agent_id, proactive, opened_at, updated_at})
 (:Customer)-[:SERVED_BY {contacts, resolved, csat_sum, csat_count, last_at}]->(:Agent)
-    the affinity aggregate, counted once per interaction that names an agent.
-(:Merge {id, at, event_id, survivor_id, absorbed_id, linking_keys, absorbed_identity_keys,
-         absorbed_event_ids})   the evidence of a merge, for review and unmerge.
-(:Customer)-[:MAYBE_SAME {keys, at}]->(:Customer)   a weak-identifier merge candidate.
+    the affinity aggregate, counted once per interaction that names an agent (when the
+    Interaction is created, so replays never count twice).
+(:Merge {id, at, event_at, event_id, survivor_id, absorbed_id, linking_keys,
+         absorbed_identity_keys, absorbed_event_ids, absorbed_device_ids, absorbed_case_ids,
+         absorbed_affinity, absorbed_attributes})
+    the evidence of a merge, for review and unmerge: one per absorbed customer, holding only
+    what came from that customer itself (`absorbed_affinity` the SERVED_BY values it brought, a
+    JSON list; `absorbed_attributes` its traits, a JSON object). `at` is when it merged.
+    Survivor: the oldest customer by created_at, ties by id.
+(:Customer)-[:MAYBE_SAME {keys, at}]->(:Customer)   a weak-identifier merge candidate, one
+    relationship per pair, from the lower id to the higher; removed when the two merge.
 (:Agent {id, ...})-[:HAS_SKILL {level}]->(:Skill {name})   router-owned agent properties.
 (:Contact {id, state, ...})   the router's contacts and durable queue.
 """

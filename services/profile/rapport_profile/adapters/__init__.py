@@ -1,0 +1,1 @@
+"""The profile service's edges: all Cypher and all Kafka live here."""

@@ -1,0 +1,564 @@
+"""The customer graph, written: one write transaction per batch of events.
+
+Locking, so that workers on different partitions never duplicate a customer or lose a merge:
+every identity the batch carries is MERGEd and written first, in sorted key order, which takes
+Neo4j's exclusive lock on each (and the unique-index lock for new ones). Only then is each
+identity's customer read, so what the plan is built on cannot change until we commit: any
+other transaction that attaches, moves or merges through those identities waits for us.
+Merges lock the absorbed customer before listing what to move, so nothing can be added to it
+unseen. Lock cycles that remain (two batches merging through different identities) surface as
+Neo4j deadlock errors, which are transient: the driver reruns the whole transaction function,
+which re-reads and re-plans.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import neo4j
+
+from rapport.events import validate
+from rapport.identity import NormalisedIdentifier
+from rapport.v1 import events_pb2
+from rapport_profile.domain.interactions import InteractionRecord, interaction_record
+from rapport_profile.domain.resolution import KnownCustomer, Plan, PlannedMerge, plan_batch
+
+log = logging.getLogger(__name__)
+
+# Customers that predate `created_at` (seeded by hand) count as the oldest.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EXISTING_EVENTS = """
+UNWIND $ids AS id
+MATCH (i:Interaction {event_id: id})
+RETURN i.event_id AS event_id
+"""
+
+LOCK_IDENTITIES = """
+UNWIND $identities AS k
+MERGE (i:Identity {key: k.key})
+ON CREATE SET i.kind = k.kind, i.value = k.value, i.verified = k.verified, i.first_seen_at = k.first_at
+SET i.verified = i.verified OR k.verified,
+    i.verification_method = coalesce(k.method, i.verification_method),
+    i.first_seen_at = CASE WHEN k.first_at < i.first_seen_at THEN k.first_at ELSE i.first_seen_at END,
+    i.last_seen_at = CASE WHEN i.last_seen_at IS NULL OR k.last_at > i.last_seen_at
+                          THEN k.last_at ELSE i.last_seen_at END
+WITH i, k
+OPTIONAL MATCH (i)-[:IDENTIFIES]->(c:Customer)
+WHERE c.merged_into IS NULL
+RETURN k.key AS key, c.id AS customer_id, c.created_at AS created_at
+"""
+
+CREATE_CUSTOMERS = """
+UNWIND $customers AS r
+MERGE (c:Customer {id: r.id})
+ON CREATE SET c.created_at = r.created_at, c.merged_into = r.merged_into,
+              c.merged_at = CASE WHEN r.merged_into IS NULL THEN null ELSE $now END
+"""
+
+ATTACH_IDENTITIES = """
+UNWIND $attachments AS r
+MATCH (i:Identity {key: r.key})
+MATCH (c:Customer {id: r.customer_id})
+MERGE (i)-[:IDENTIFIES]->(c)
+"""
+
+# A merge, one statement per step so each step sees the previous one's writes.
+MERGE_LOCK_ABSORBED = """
+MATCH (x:Customer {id: $absorbed}), (f:Customer {id: $survivor})
+SET x.merged_into = $survivor, x.merged_at = $now
+SET f.first_contact_at = CASE WHEN f.first_contact_at IS NULL OR x.first_contact_at < f.first_contact_at
+                              THEN x.first_contact_at ELSE f.first_contact_at END,
+    f.last_contact_at = CASE WHEN f.last_contact_at IS NULL OR x.last_contact_at > f.last_contact_at
+                             THEN x.last_contact_at ELSE f.last_contact_at END,
+    f.language = coalesce(f.language, x.language),
+    f.tier = coalesce(f.tier, x.tier),
+    f.segment = coalesce(f.segment, x.segment),
+    f.display_name = coalesce(f.display_name, x.display_name)
+RETURN x {.language, .tier, .segment, .display_name, .first_contact_at, .last_contact_at} AS attributes
+"""
+MERGE_MOVE_IDENTITIES = """
+MATCH (i:Identity)-[r:IDENTIFIES]->(:Customer {id: $absorbed})
+MATCH (f:Customer {id: $survivor})
+CREATE (i)-[:IDENTIFIES]->(f)
+DELETE r
+RETURN collect(i.key) AS keys
+"""
+MERGE_MOVE_INTERACTIONS = """
+MATCH (:Customer {id: $absorbed})-[r:HAD]->(i:Interaction)
+MATCH (f:Customer {id: $survivor})
+CREATE (f)-[:HAD]->(i)
+DELETE r
+RETURN collect(i.event_id) AS event_ids
+"""
+MERGE_MOVE_DEVICES = """
+MATCH (:Customer {id: $absorbed})-[r:OWNS]->(d:Device)
+MATCH (f:Customer {id: $survivor})
+MERGE (f)-[:OWNS]->(d)
+DELETE r
+RETURN collect(d.id) AS device_ids
+"""
+MERGE_MOVE_CASES = """
+MATCH (:Customer {id: $absorbed})-[r:HAS_CASE]->(k:Case)
+MATCH (f:Customer {id: $survivor})
+MERGE (f)-[:HAS_CASE]->(k)
+DELETE r
+RETURN collect(k.id) AS case_ids
+"""
+MERGE_MOVE_AFFINITY = """
+MATCH (:Customer {id: $absorbed})-[r:SERVED_BY]->(a:Agent)
+MATCH (f:Customer {id: $survivor})
+MERGE (f)-[t:SERVED_BY]->(a)
+ON CREATE SET t.contacts = 0, t.resolved = 0, t.csat_sum = 0, t.csat_count = 0
+SET t.contacts = t.contacts + coalesce(r.contacts, 0),
+    t.resolved = t.resolved + coalesce(r.resolved, 0),
+    t.csat_sum = t.csat_sum + coalesce(r.csat_sum, 0),
+    t.csat_count = t.csat_count + coalesce(r.csat_count, 0),
+    t.last_at = CASE WHEN t.last_at IS NULL OR r.last_at > t.last_at THEN r.last_at ELSE t.last_at END
+WITH r, a.id AS agent_id, properties(r) AS moved
+DELETE r
+RETURN collect(moved {agent_id: agent_id, .contacts, .resolved, .csat_sum, .csat_count, .last_at}) AS affinity
+"""
+MERGE_MOVE_CANDIDATES = """
+MATCH (:Customer {id: $absorbed})-[r:MAYBE_SAME]-(y:Customer)
+MATCH (f:Customer {id: $survivor})
+WITH f, y, r, r.keys AS keys, r.at AS at
+DELETE r
+WITH f, y, keys, at WHERE y <> f
+WITH CASE WHEN f.id < y.id THEN f ELSE y END AS a, CASE WHEN f.id < y.id THEN y ELSE f END AS b, keys, at
+MERGE (a)-[m:MAYBE_SAME]->(b)
+ON CREATE SET m.keys = keys, m.at = at
+ON MATCH SET m.keys = m.keys + [k IN keys WHERE NOT k IN m.keys]
+"""
+# Customers absorbed earlier into the one absorbed now point straight at the new survivor.
+MERGE_SHORTEN_CHAINS = """
+MATCH (o:Customer {merged_into: $absorbed})
+SET o.merged_into = $survivor
+"""
+
+UPSERT_CASES = """
+UNWIND $cases AS k
+MATCH (c:Customer {id: k.customer_id})
+MERGE (cs:Case {id: k.id})
+ON CREATE SET cs.opened_at = k.first_at
+SET cs.opened_at = CASE WHEN cs.opened_at IS NULL OR k.first_at < cs.opened_at THEN k.first_at ELSE cs.opened_at END
+FOREACH (_ IN CASE WHEN cs.updated_at IS NULL OR k.last_at >= cs.updated_at THEN [1] ELSE [] END |
+    SET cs.status = coalesce(k.status, cs.status),
+        cs.title = coalesce(k.title, cs.title),
+        cs.owner_agent_id = coalesce(k.owner_agent_id, cs.owner_agent_id),
+        cs.proactive = coalesce(k.proactive, cs.proactive, false),
+        cs.updated_at = k.last_at)
+MERGE (c)-[:HAS_CASE]->(cs)
+"""
+
+UPSERT_DEVICES = """
+UNWIND $devices AS d
+MATCH (c:Customer {id: d.customer_id})
+MERGE (dv:Device {id: d.id})
+FOREACH (_ IN CASE WHEN dv.updated_at IS NULL OR d.last_at >= dv.updated_at THEN [1] ELSE [] END |
+    SET dv.model = coalesce(d.model, dv.model),
+        dv.firmware = coalesce(d.firmware, dv.firmware),
+        dv.updated_at = d.last_at)
+MERGE (c)-[:OWNS]->(dv)
+"""
+
+# `_new` marks nodes this transaction created, so a duplicate racing in from another
+# transaction is neither linked nor counted twice.
+CREATE_INTERACTIONS = """
+UNWIND $rows AS row
+MATCH (c:Customer {id: row.customer_id})
+MERGE (i:Interaction {event_id: row.event_id})
+ON CREATE SET i += row.props, i.ingested_at = $now, i._new = true
+WITH c, i, row WHERE i._new
+REMOVE i._new
+CREATE (c)-[:HAD]->(i)
+FOREACH (_ IN CASE WHEN row.agent_id IS NULL THEN [] ELSE [1] END |
+    MERGE (a:Agent {id: row.agent_id}) CREATE (i)-[:HANDLED_BY]->(a))
+FOREACH (_ IN CASE WHEN row.topic IS NULL THEN [] ELSE [1] END |
+    MERGE (t:Topic {name: row.topic}) CREATE (i)-[:ABOUT]->(t))
+FOREACH (_ IN CASE WHEN row.case_id IS NULL THEN [] ELSE [1] END |
+    MERGE (k:Case {id: row.case_id}) CREATE (i)-[:IN_CASE]->(k))
+RETURN row.event_id AS event_id
+"""
+
+ADD_AFFINITY = """
+UNWIND $affinity AS s
+MATCH (c:Customer {id: s.customer_id})
+MATCH (a:Agent {id: s.agent_id})
+MERGE (c)-[r:SERVED_BY]->(a)
+ON CREATE SET r.contacts = 0, r.resolved = 0, r.csat_sum = 0, r.csat_count = 0
+SET r.contacts = r.contacts + s.contacts,
+    r.resolved = r.resolved + s.resolved,
+    r.csat_sum = r.csat_sum + s.csat_sum,
+    r.csat_count = r.csat_count + s.csat_count,
+    r.last_at = CASE WHEN r.last_at IS NULL OR s.last_at > r.last_at THEN s.last_at ELSE r.last_at END
+"""
+
+UPDATE_CUSTOMERS = """
+UNWIND $customers AS u
+MATCH (c:Customer {id: u.id})
+SET c.first_contact_at = CASE WHEN c.first_contact_at IS NULL OR u.first_at < c.first_contact_at
+                              THEN u.first_at ELSE c.first_contact_at END,
+    c.last_contact_at = CASE WHEN c.last_contact_at IS NULL OR u.last_at > c.last_contact_at
+                             THEN u.last_at ELSE c.last_contact_at END
+FOREACH (_ IN CASE WHEN u.traits_at IS NOT NULL AND (c.traits_at IS NULL OR u.traits_at >= c.traits_at)
+                   THEN [1] ELSE [] END |
+    SET c.language = coalesce(u.traits.language, c.language),
+        c.tier = coalesce(u.traits.tier, c.tier),
+        c.segment = coalesce(u.traits.segment, c.segment),
+        c.display_name = coalesce(u.traits.display_name, c.display_name),
+        c.traits_at = u.traits_at)
+"""
+
+LINK_CANDIDATES = """
+UNWIND $candidates AS p
+MATCH (a:Customer {id: p.a}), (b:Customer {id: p.b})
+MERGE (a)-[m:MAYBE_SAME]->(b)
+ON CREATE SET m.keys = p.keys, m.at = $now
+ON MATCH SET m.keys = m.keys + [k IN p.keys WHERE NOT k IN m.keys]
+"""
+
+RECORD_MERGES = """
+UNWIND $merges AS m
+MERGE (g:Merge {id: m.id})
+ON CREATE SET g += m.props
+"""
+
+
+@dataclass(frozen=True)
+class CustomerChange:
+    """What one committed batch changed for one (surviving) customer."""
+
+    customer_id: str
+    event_ids: list[str]
+    merged_customer_ids: list[str]
+
+
+@dataclass(frozen=True)
+class MergeRecord:
+    id: str
+    survivor_id: str
+    absorbed_id: str
+    event_id: str
+    linking_keys: list[str]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    stored: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    new_customers: list[str] = field(default_factory=list)
+    merges: list[MergeRecord] = field(default_factory=list)
+    candidates: int = 0
+    changes: list[CustomerChange] = field(default_factory=list)
+    # Event id -> the customer that holds it after the commit.
+    owners: dict[str, str] = field(default_factory=dict)
+
+
+def _dedupe(records: Iterable[InteractionRecord]) -> tuple[list[InteractionRecord], list[str]]:
+    seen: set[str] = set()
+    kept, repeated = [], []
+    for record in records:
+        if record.event_id in seen:
+            repeated.append(record.event_id)
+        else:
+            seen.add(record.event_id)
+            kept.append(record)
+    return kept, repeated
+
+
+def _native(value: Any) -> Any:
+    return value.to_native() if hasattr(value, "to_native") else value
+
+
+def _json_ready(value: Any) -> Any:
+    value = _native(value)
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class GraphWriter:
+    """Writes batches of validated events to the customer graph, idempotently."""
+
+    def __init__(
+        self,
+        driver: neo4j.Driver,
+        database: str = "neo4j",
+        *,
+        transaction_timeout: float = 60.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._driver = driver
+        self._database = database
+        self._timeout = transaction_timeout
+        self._clock = clock
+
+    def write_batch(
+        self, events: Sequence[tuple[events_pb2.InteractionEvent, list[NormalisedIdentifier]]]
+    ) -> BatchResult:
+        """Stores the batch in one transaction; events already stored are reported as duplicates."""
+        return self.write_records([interaction_record(event, identifiers) for event, identifiers in events])
+
+    def write_records(self, records: Sequence[InteractionRecord]) -> BatchResult:
+        if not records:
+            return BatchResult()
+        with self._driver.session(database=self._database) as session:
+            return session.execute_write(self._write, list(records))
+
+    def _run(self, tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
+        return list(tx.run(query, params))
+
+    def _write(self, tx: neo4j.ManagedTransaction, all_records: list[InteractionRecord]) -> BatchResult:
+        now = self._clock()
+        records, repeated = _dedupe(all_records)
+        stored_before = {r["event_id"] for r in self._run(tx, EXISTING_EVENTS, ids=[rec.event_id for rec in records])}
+        records = [r for r in records if r.event_id not in stored_before]
+        duplicates = repeated + sorted(stored_before)
+        if not records:
+            return BatchResult(duplicates=duplicates)
+
+        known = self._lock_identities(tx, records)
+        plan = plan_batch(records, known, now)
+
+        absorbed_now = {m.absorbed_id: plan.final(m.absorbed_id) for m in plan.merges if m.absorbed_is_new}
+        self._run(
+            tx,
+            CREATE_CUSTOMERS,
+            now=now,
+            customers=[
+                {"id": cid, "created_at": at, "merged_into": absorbed_now.get(cid)} for cid, at in plan.new_customers
+            ],
+        )
+        if plan.attachments:
+            self._run(
+                tx,
+                ATTACH_IDENTITIES,
+                attachments=[{"key": k, "customer_id": c} for k, c in sorted(plan.attachments.items())],
+            )
+        evidence = {
+            m.absorbed_id: self._absorb(tx, m.absorbed_id, plan.final(m.absorbed_id), now)
+            for m in plan.existing_absorbed
+        }
+        self._upsert_cases_and_devices(tx, records, plan)
+
+        created = {
+            r["event_id"]
+            for r in self._run(
+                tx,
+                CREATE_INTERACTIONS,
+                now=now,
+                rows=[
+                    {
+                        "event_id": rec.event_id,
+                        "customer_id": plan.owners[rec.event_id],
+                        "props": rec.properties,
+                        "agent_id": rec.agent_id,
+                        "topic": rec.topic,
+                        "case_id": rec.case.id if rec.case else None,
+                    }
+                    for rec in records
+                ],
+            )
+        }
+        stored = [r for r in records if r.event_id in created]
+        duplicates += [r.event_id for r in records if r.event_id not in created]
+        self._add_aggregates(tx, stored, plan)
+        if plan.candidates:
+            self._run(
+                tx,
+                LINK_CANDIDATES,
+                now=now,
+                candidates=[{"a": a, "b": b, "keys": keys} for (a, b), keys in sorted(plan.candidates.items())],
+            )
+        if plan.merges:
+            self._run(
+                tx, RECORD_MERGES, merges=[self._merge_row(m, evidence.get(m.absorbed_id), now) for m in plan.merges]
+            )
+
+        changes: dict[str, CustomerChange] = {}
+        for rec in stored:
+            owner = plan.owners[rec.event_id]
+            changes.setdefault(owner, CustomerChange(owner, [], plan.absorbed_into.get(owner, []))).event_ids.append(
+                rec.event_id
+            )
+        for survivor, absorbed in plan.absorbed_into.items():
+            changes.setdefault(survivor, CustomerChange(survivor, [], absorbed))
+        return BatchResult(
+            stored=[r.event_id for r in stored],
+            duplicates=duplicates,
+            new_customers=[cid for cid, _ in plan.new_customers if cid not in absorbed_now],
+            merges=[MergeRecord(m.id, m.survivor_id, m.absorbed_id, m.event_id, m.linking_keys) for m in plan.merges],
+            candidates=len(plan.candidates),
+            changes=list(changes.values()),
+            owners={r.event_id: plan.owners[r.event_id] for r in stored},
+        )
+
+    def _lock_identities(
+        self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord]
+    ) -> dict[str, KnownCustomer | None]:
+        sightings: dict[str, dict[str, Any]] = {}
+        for rec in records:
+            for s in rec.identities:
+                row = sightings.get(s.key)
+                if row is None:
+                    sightings[s.key] = {
+                        "key": s.key,
+                        "kind": s.identifier.kind,
+                        "value": s.identifier.value,
+                        "verified": s.identifier.verified,
+                        "method": s.verification_method,
+                        "first_at": rec.at,
+                        "last_at": rec.at,
+                    }
+                else:
+                    row["verified"] = row["verified"] or s.identifier.verified
+                    row["method"] = s.verification_method or row["method"]
+                    row["first_at"] = min(row["first_at"], rec.at)
+                    row["last_at"] = max(row["last_at"], rec.at)
+        # Sorted, so two transactions over the same identities lock them in the same order.
+        rows = [sightings[k] for k in sorted(sightings)]
+        known: dict[str, KnownCustomer | None] = {}
+        for r in self._run(tx, LOCK_IDENTITIES, identities=rows):
+            cid = r["customer_id"]
+            known[r["key"]] = KnownCustomer(cid, _native(r["created_at"]) or _EPOCH) if cid is not None else None
+        return known
+
+    def _absorb(self, tx: neo4j.ManagedTransaction, absorbed: str, survivor: str, now: datetime) -> dict[str, Any]:
+        """Moves everything an existing customer has to its survivor; returns what moved."""
+        params = {"absorbed": absorbed, "survivor": survivor, "now": now}
+        attributes = self._run(tx, MERGE_LOCK_ABSORBED, **params)
+        moved: dict[str, Any] = {
+            "attributes": {k: _json_ready(v) for k, v in attributes[0]["attributes"].items() if v is not None}
+            if attributes
+            else {}
+        }
+        moved["identity_keys"] = self._run(tx, MERGE_MOVE_IDENTITIES, **params)[0]["keys"]
+        moved["event_ids"] = self._run(tx, MERGE_MOVE_INTERACTIONS, **params)[0]["event_ids"]
+        moved["device_ids"] = self._run(tx, MERGE_MOVE_DEVICES, **params)[0]["device_ids"]
+        moved["case_ids"] = self._run(tx, MERGE_MOVE_CASES, **params)[0]["case_ids"]
+        moved["affinity"] = [
+            {k: _json_ready(v) for k, v in row.items()}
+            for row in self._run(tx, MERGE_MOVE_AFFINITY, **params)[0]["affinity"]
+        ]
+        self._run(tx, MERGE_MOVE_CANDIDATES, **params)
+        self._run(tx, MERGE_SHORTEN_CHAINS, **params)
+        log.info("customers merged", extra={"survivor": survivor, "absorbed": absorbed})
+        return moved
+
+    @staticmethod
+    def _merge_row(merge: PlannedMerge, moved: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+        moved = moved or {}
+        return {
+            "id": merge.id,
+            "props": {
+                "id": merge.id,
+                "at": now,
+                "event_at": merge.at,
+                "event_id": merge.event_id,
+                "survivor_id": merge.survivor_id,
+                "absorbed_id": merge.absorbed_id,
+                "linking_keys": merge.linking_keys,
+                "absorbed_identity_keys": sorted({*moved.get("identity_keys", []), *merge.batch_identity_keys}),
+                "absorbed_event_ids": sorted({*moved.get("event_ids", []), *merge.batch_event_ids}),
+                "absorbed_device_ids": sorted(moved.get("device_ids", [])),
+                "absorbed_case_ids": sorted(moved.get("case_ids", [])),
+                "absorbed_affinity": json.dumps(moved.get("affinity", [])),
+                "absorbed_attributes": json.dumps(moved.get("attributes", {})),
+            },
+        }
+
+    def _upsert_cases_and_devices(
+        self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], plan: Plan
+    ) -> None:
+        cases: dict[str, dict[str, Any]] = {}
+        devices: dict[tuple[str, str], dict[str, Any]] = {}
+        # Event-time order, so the latest event's view of a case or device wins within the batch too.
+        for rec in sorted(records, key=lambda r: r.at):
+            owner = plan.owners[rec.event_id]
+            if rec.case is not None:
+                row = cases.setdefault(rec.case.id, {"id": rec.case.id, "first_at": rec.at})
+                row.update(customer_id=owner, last_at=rec.at)
+                for name in ("status", "title", "owner_agent_id", "proactive"):
+                    value = getattr(rec.case, name)
+                    if value is not None:
+                        row[name] = value
+            if rec.device is not None:
+                drow = devices.setdefault((owner, rec.device.id), {"id": rec.device.id, "customer_id": owner})
+                drow["last_at"] = rec.at
+                if rec.device.model:
+                    drow["model"] = rec.device.model
+                if rec.device.firmware:
+                    drow["firmware"] = rec.device.firmware
+        if cases:
+            rows = [
+                {"status": None, "title": None, "owner_agent_id": None, "proactive": None, **r}
+                for r in sorted(cases.values(), key=lambda r: r["id"])
+            ]
+            self._run(tx, UPSERT_CASES, cases=rows)
+        if devices:
+            rows = [{"model": None, "firmware": None, **r} for _, r in sorted(devices.items())]
+            self._run(tx, UPSERT_DEVICES, devices=rows)
+
+    def _add_aggregates(self, tx: neo4j.ManagedTransaction, stored: list[InteractionRecord], plan: Plan) -> None:
+        affinity: dict[tuple[str, str], dict[str, Any]] = {}
+        customers: dict[str, dict[str, Any]] = {}
+        for rec in sorted(stored, key=lambda r: r.at):
+            owner = plan.owners[rec.event_id]
+            if rec.agent_id is not None:
+                a = affinity.setdefault(
+                    (owner, rec.agent_id),
+                    {
+                        "customer_id": owner,
+                        "agent_id": rec.agent_id,
+                        "contacts": 0,
+                        "resolved": 0,
+                        "csat_sum": 0,
+                        "csat_count": 0,
+                    },
+                )
+                a["contacts"] += 1
+                a["resolved"] += int(rec.resolved)
+                if rec.csat is not None:
+                    a["csat_sum"] += rec.csat
+                    a["csat_count"] += 1
+                a["last_at"] = rec.at
+            c = customers.setdefault(owner, {"id": owner, "first_at": rec.at, "traits": {}, "traits_at": None})
+            c["last_at"] = rec.at
+            if rec.traits:
+                c["traits"].update(rec.traits)
+                c["traits_at"] = rec.at
+        if affinity:
+            self._run(tx, ADD_AFFINITY, affinity=[affinity[k] for k in sorted(affinity)])
+        if customers:
+            self._run(tx, UPDATE_CUSTOMERS, customers=[customers[k] for k in sorted(customers)])
+
+
+def seed_graph(
+    driver: neo4j.Driver,
+    events: Iterable[events_pb2.InteractionEvent],
+    database: str = "neo4j",
+    batch_size: int = 500,
+) -> BatchResult:
+    """Validates and writes `events` synchronously, as the worker would; for tests and demos.
+
+    Raises rapport.events.InvalidEvent on the first bad event, before writing anything.
+    """
+    writer = GraphWriter(driver, database)
+    validated = [(event, validate(event)) for event in events]
+    total = BatchResult()
+    for start in range(0, len(validated), batch_size):
+        result = writer.write_batch(validated[start : start + batch_size])
+        total = BatchResult(
+            stored=total.stored + result.stored,
+            duplicates=total.duplicates + result.duplicates,
+            new_customers=total.new_customers + result.new_customers,
+            merges=total.merges + result.merges,
+            candidates=total.candidates + result.candidates,
+            changes=total.changes + result.changes,
+            owners={**total.owners, **result.owners},
+        )
+    return total

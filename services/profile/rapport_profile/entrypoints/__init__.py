@@ -1,0 +1,1 @@
+"""How the profile service is driven: the Faust ingest worker."""
