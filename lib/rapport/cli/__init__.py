@@ -14,8 +14,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def _group() -> None:
+    # A callback keeps `rapport <command>` a command group even while only one concern is registered.
+    pass
+
+
 # Modules that define `register(app)`; each adds its own commands.
-COMMAND_MODULES = ("rapport.cli.timeline", "rapport.cli.router")
+COMMAND_MODULES = ("rapport.cli.profile", "rapport.cli.timeline", "rapport.cli.router")
 
 
 def _register_all() -> None:
