@@ -1,0 +1,3 @@
+from rapport_timeline.entrypoints.server import main
+
+main()

@@ -1,0 +1,438 @@
+"""Every Cypher query of the timeline service: read-only, each bounded by the caller's deadline.
+
+The graph model is the one documented in `rapport.graph.schema`. Times leave Neo4j as
+(epochSeconds, nanosecond) pairs and become integer nanoseconds here, so keyset cursors
+compare exactly what the database compares.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import neo4j
+import neo4j.exceptions
+
+from rapport.errors import FailedPrecondition, NotFound, Unavailable
+from rapport_timeline.domain.model import (
+    NANOS,
+    AgentAffinity,
+    Case,
+    Customer,
+    CustomerKey,
+    CustomerSnapshot,
+    Device,
+    Fact,
+    Identity,
+    Interaction,
+)
+from rapport_timeline.domain.paging import InteractionFilter, Order, PageQuery
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_MERGE_HOPS = 16
+# Time kept back from the caller's deadline so an UNAVAILABLE still reaches it in time.
+DEADLINE_MARGIN = 0.05
+_RETRYABLE = (
+    neo4j.exceptions.ServiceUnavailable,
+    neo4j.exceptions.SessionExpired,
+    neo4j.exceptions.TransientError,
+    neo4j.exceptions.ConnectionAcquisitionTimeoutError,
+)
+
+_INTERACTION = """i {
+    .event_id, .channel, .kind, .direction, .topic, .intent, .intent_confidence, .sentiment,
+    .outcome, .csat, .summary, .agent_id, .contact_id, .case_id, .device_id, .article_id,
+    .article_title, .answer, .flow_id, .step, .exit_reason, .fault_code, .severity, .readings,
+    .handle_seconds, .source, .facts, .attributes, .identity_keys,
+    at_s: i.at.epochSeconds, at_n: i.at.nanosecond,
+    in_s: i.ingested_at.epochSeconds, in_n: i.ingested_at.nanosecond
+}"""
+_NO_FILTER = InteractionFilter()
+_BY_ID = "MATCH (c:Customer {id: $id}) RETURN c.id AS id, c.merged_into AS merged_into"
+# Storage order for watches: when stored (falling back to event time), then event time, id.
+_STORED = "coalesce(i.ingested_at, i.at)"
+
+
+def _ns(seconds: int | None, nanos: int | None) -> int | None:
+    if seconds is None:
+        return None
+    return int(seconds) * NANOS + int(nanos or 0)
+
+
+def _json(raw: Any, fallback: Any) -> Any:
+    if raw is None:
+        return fallback
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        log.warning("unreadable JSON property on an interaction")
+        return fallback
+
+
+def interaction_from(row: dict[str, Any], customer_id: str) -> Interaction:
+    facts_raw = _json(row.get("facts"), [])
+    facts = tuple(
+        Fact(str(f.get("key", "")), str(f.get("value", "")), bool(f.get("sensitive", False)))
+        for f in facts_raw
+        if isinstance(f, dict)
+    )
+    attributes = _json(row.get("attributes"), {})
+    readings = _json(row.get("readings"), {})
+    at = _ns(row["at_s"], row["at_n"])
+    return Interaction(
+        event_id=row["event_id"],
+        customer_id=customer_id,
+        at=at if at is not None else 0,
+        channel=row.get("channel"),
+        kind=row.get("kind"),
+        direction=row.get("direction"),
+        topic=row.get("topic"),
+        intent=row.get("intent"),
+        intent_confidence=row.get("intent_confidence"),
+        sentiment=row.get("sentiment"),
+        outcome=row.get("outcome"),
+        csat=row.get("csat"),
+        summary=row.get("summary"),
+        agent_id=row.get("agent_id"),
+        contact_id=row.get("contact_id"),
+        case_id=row.get("case_id"),
+        device_id=row.get("device_id"),
+        article_id=row.get("article_id"),
+        article_title=row.get("article_title"),
+        answer=row.get("answer"),
+        flow_id=row.get("flow_id"),
+        step=row.get("step"),
+        exit_reason=row.get("exit_reason"),
+        fault_code=row.get("fault_code"),
+        severity=row.get("severity"),
+        readings={str(k): float(v) for k, v in readings.items()} if isinstance(readings, dict) else {},
+        handle_seconds=row.get("handle_seconds"),
+        source=row.get("source"),
+        facts=facts,
+        attributes={str(k): str(v) for k, v in attributes.items()} if isinstance(attributes, dict) else {},
+        identity_keys=tuple(row.get("identity_keys") or ()),
+        ingested_at=_ns(row.get("in_s"), row.get("in_n")),
+    )
+
+
+def _page_cypher(query: PageQuery) -> tuple[str, dict[str, Any]]:
+    """The keyset query; every clause is a fixed fragment, every value a parameter."""
+    params: dict[str, Any] = {"customer_id": query.customer_id, "limit": query.fetch_limit}
+    where: list[str] = []
+    f = query.filter
+    if f.channels:
+        where.append("i.channel IN $channels")
+        params["channels"] = sorted(f.channels)
+    if f.kinds:
+        where.append("i.kind IN $kinds")
+        params["kinds"] = sorted(f.kinds)
+    if f.topics:
+        where.append("i.topic IN $topics")
+        params["topics"] = sorted(f.topics)
+    if f.agent_id is not None:
+        where.append("i.agent_id = $agent_id")
+        params["agent_id"] = f.agent_id
+    if f.case_id is not None:
+        where.append("i.case_id = $case_id")
+        params["case_id"] = f.case_id
+    if f.since is not None:
+        where.append("i.at >= datetime({epochSeconds: $since_s, nanosecond: $since_n})")
+        params["since_s"], params["since_n"] = divmod(f.since, NANOS)
+    if f.until is not None:
+        where.append("i.at < datetime({epochSeconds: $until_s, nanosecond: $until_n})")
+        params["until_s"], params["until_n"] = divmod(f.until, NANOS)
+    newest_first = query.order is Order.NEWEST_FIRST
+    if query.after is not None:
+        cmp = "<" if newest_first else ">"
+        where.append(f"(i.at {cmp} after OR (i.at = after AND i.event_id {cmp} $after_id))")
+        params["after_s"], params["after_n"] = divmod(query.after.at, NANOS)
+        params["after_id"] = query.after.event_id
+    direction = "DESC" if newest_first else "ASC"
+    text = (
+        ("WITH datetime({epochSeconds: $after_s, nanosecond: $after_n}) AS after\n" if query.after else "")
+        + "MATCH (c:Customer {id: $customer_id})-[:HAD]->(i:Interaction)\n"
+        + (f"WHERE {' AND '.join(where)}\n" if where else "")
+        + f"WITH i ORDER BY i.at {direction}, i.event_id {direction} LIMIT $limit\n"
+        + f"RETURN {_INTERACTION} AS i"
+    )
+    return text, params
+
+
+class Neo4jTimelineGraph:
+    """Reads timelines from Neo4j. Every method takes the seconds it may use at most."""
+
+    def __init__(self, driver: neo4j.Driver, database: str = "neo4j", max_timeout: float = 10.0) -> None:
+        self._driver = driver
+        self._database = database
+        self._max_timeout = max_timeout
+
+    # -- the one way a query runs -----------------------------------------------------------
+
+    def _read(self, work: Callable[[neo4j.ManagedTransaction], T], timeout: float | None) -> T:
+        """Runs `work` in a read transaction that ends within `timeout` seconds.
+
+        Retries connection and transient failures while time is left, then raises Unavailable;
+        the driver's own retry loop is not used because it does not know the caller's deadline.
+        """
+        budget = self._max_timeout if timeout is None else min(timeout, self._max_timeout)
+        deadline = time.monotonic() + budget - DEADLINE_MARGIN
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable("customer graph did not answer within the call's deadline")
+            try:
+                with (
+                    self._driver.session(
+                        database=self._database,
+                        default_access_mode=neo4j.READ_ACCESS,
+                        connection_acquisition_timeout=remaining,
+                        # Optional properties are often absent; skip the "unknown property" notices.
+                        notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
+                    ) as session,
+                    session.begin_transaction(timeout=max(remaining, 0.01)) as tx,
+                ):
+                    result = work(tx)  # type: ignore[arg-type]
+                    tx.commit()
+                    return result
+            except _RETRYABLE as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= delay:
+                    raise Unavailable(f"customer graph unavailable: {type(exc).__name__}") from exc
+                log.info("retrying graph read", extra={"error": type(exc).__name__})
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except neo4j.exceptions.ClientError as exc:
+                if "TransactionTimedOut" in (exc.code or ""):
+                    raise Unavailable("customer graph did not answer within the call's deadline") from exc
+                raise
+
+    # -- customers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _survivor(tx: neo4j.ManagedTransaction, customer_id: str, merged_into: str | None) -> str:
+        hops = 0
+        while merged_into:
+            hops += 1
+            if hops > MAX_MERGE_HOPS:
+                raise FailedPrecondition(f"customer: merge chain from {customer_id} is longer than {MAX_MERGE_HOPS}")
+            record = tx.run(_BY_ID, id=merged_into).single()
+            if record is None:
+                raise NotFound(f"customer: {customer_id} was merged into {merged_into}, which does not exist")
+            customer_id, merged_into = record["id"], record["merged_into"]
+        return customer_id
+
+    def _resolve(self, tx: neo4j.ManagedTransaction, key: CustomerKey) -> str:
+        if key.by == "id":
+            rows = list(tx.run(_BY_ID, id=key.value))
+            if not rows:
+                raise NotFound(f"customer: no customer with id {key.value}")
+        else:
+            rows = list(
+                tx.run(
+                    "MATCH (:Identity {key: $key})-[:IDENTIFIES]->(c:Customer) "
+                    "RETURN c.id AS id, c.merged_into AS merged_into ORDER BY c.id",
+                    key=key.value,
+                )
+            )
+            if not rows:
+                raise NotFound(f"customer: no customer known by {key.value}")
+        survivors = sorted({self._survivor(tx, r["id"], r["merged_into"]) for r in rows})
+        if len(survivors) > 1:
+            raise FailedPrecondition(
+                f"customer: {key.value} identifies {len(survivors)} customers ({', '.join(survivors)}); "
+                "address one by customer_id"
+            )
+        return survivors[0]
+
+    def resolve(self, key: CustomerKey, timeout: float | None) -> str:
+        """The live customer `key` names (following merges). NotFound when there is none."""
+        return self._read(lambda tx: self._resolve(tx, key), timeout)
+
+    # -- interactions -----------------------------------------------------------------------
+
+    def page(self, query: PageQuery, timeout: float | None) -> list[Interaction]:
+        text, params = _page_cypher(query)
+
+        def work(tx: neo4j.ManagedTransaction) -> list[Interaction]:
+            return [interaction_from(r["i"], query.customer_id) for r in tx.run(text, params)]
+
+        return self._read(work, timeout)
+
+    def interaction(self, customer_id: str, event_id: str, timeout: float | None) -> Interaction | None:
+        def work(tx: neo4j.ManagedTransaction) -> Interaction | None:
+            record = tx.run(
+                f"MATCH (c:Customer {{id: $customer_id}})-[:HAD]->(i:Interaction {{event_id: $event_id}}) "
+                f"RETURN {_INTERACTION} AS i",
+                customer_id=customer_id,
+                event_id=event_id,
+            ).single()
+            return None if record is None else interaction_from(record["i"], customer_id)
+
+        return self._read(work, timeout)
+
+    def interactions_by_id(self, event_ids: Sequence[str], timeout: float | None) -> list[Interaction]:
+        """The interactions with these ids, each with the customer it belongs to now."""
+        if not event_ids:
+            return []
+
+        def work(tx: neo4j.ManagedTransaction) -> list[Interaction]:
+            rows = tx.run(
+                f"UNWIND $ids AS id MATCH (c:Customer)-[:HAD]->(i:Interaction {{event_id: id}}) "
+                f"RETURN c.id AS customer_id, {_INTERACTION} AS i",
+                ids=list(event_ids),
+            )
+            return [interaction_from(r["i"], r["customer_id"]) for r in rows]
+
+        return self._read(work, timeout)
+
+    def newest(self, customer_id: str, limit: int, timeout: float | None) -> list[Interaction]:
+        """The `limit` most recent interactions by event time, newest first."""
+        query = PageQuery(customer_id, Order.NEWEST_FIRST, _NO_FILTER, max(limit - 1, 0))
+        return self.page(query, timeout)[:limit]
+
+    def newest_stored(self, customer_id: str, limit: int, timeout: float | None) -> list[Interaction]:
+        """The `limit` most recently stored interactions, newest first."""
+
+        def work(tx: neo4j.ManagedTransaction) -> list[Interaction]:
+            rows = tx.run(
+                f"MATCH (c:Customer {{id: $customer_id}})-[:HAD]->(i:Interaction) "
+                f"WITH i ORDER BY {_STORED} DESC, i.at DESC, i.event_id DESC LIMIT $limit "
+                f"RETURN {_INTERACTION} AS i",
+                customer_id=customer_id,
+                limit=limit,
+            )
+            return [interaction_from(r["i"], customer_id) for r in rows]
+
+        return self._read(work, timeout)
+
+    def stored_since(
+        self, customer_id: str, floor: int, after: tuple[int, int, str] | None, limit: int, timeout: float | None
+    ) -> list[Interaction]:
+        """Interactions stored at or after `floor` (and after the storage key `after`), in storage order."""
+        s, n = divmod(floor, NANOS)
+        params: dict[str, Any] = {"customer_id": customer_id, "s": s, "n": n, "limit": limit}
+        keyset = ""
+        if after is not None:
+            (params["as"], params["an"]), (params["es"], params["en"]), params["eid"] = (
+                divmod(after[0], NANOS),
+                divmod(after[1], NANOS),
+                after[2],
+            )
+            keyset = " AND (stored > a OR (stored = a AND (i.at > e OR (i.at = e AND i.event_id > $eid))))"
+
+        def work(tx: neo4j.ManagedTransaction) -> list[Interaction]:
+            rows = tx.run(
+                "WITH datetime({epochSeconds: $s, nanosecond: $n}) AS floor"
+                + (
+                    ", datetime({epochSeconds: $as, nanosecond: $an}) AS a, "
+                    "datetime({epochSeconds: $es, nanosecond: $en}) AS e"
+                    if after
+                    else ""
+                )
+                + f" MATCH (c:Customer {{id: $customer_id}})-[:HAD]->(i:Interaction) WITH i, {_STORED} AS stored"
+                + (", a, e" if after else "")
+                + f", floor WHERE stored >= floor{keyset}"
+                + f" WITH i, stored ORDER BY stored, i.at, i.event_id LIMIT $limit RETURN {_INTERACTION} AS i",
+                params,
+            )
+            return [interaction_from(r["i"], customer_id) for r in rows]
+
+        return self._read(work, timeout)
+
+    # -- the handoff snapshot ---------------------------------------------------------------
+
+    def snapshot(self, customer_id: str, recent_limit: int, timeout: float | None) -> CustomerSnapshot:
+        def work(tx: neo4j.ManagedTransaction) -> CustomerSnapshot:
+            record = tx.run(
+                f"""
+                MATCH (c:Customer {{id: $customer_id}})
+                RETURN c {{
+                    .id, .display_name, .language, .tier, .segment,
+                    first_s: c.first_contact_at.epochSeconds, first_n: c.first_contact_at.nanosecond,
+                    last_s: c.last_contact_at.epochSeconds, last_n: c.last_contact_at.nanosecond
+                }} AS customer,
+                COLLECT {{
+                    MATCH (n:Identity)-[:IDENTIFIES]->(c)
+                    RETURN n {{.key, .kind, .value, .verified, .verification_method,
+                              seen_s: n.first_seen_at.epochSeconds, seen_n: n.first_seen_at.nanosecond}}
+                }} AS identities,
+                COLLECT {{
+                    MATCH (c)-[:HAD]->(i:Interaction)
+                    WITH i ORDER BY i.at DESC, i.event_id DESC LIMIT $recent
+                    RETURN {_INTERACTION}
+                }} AS recent,
+                COLLECT {{
+                    MATCH (c)-[:HAS_CASE]->(k:Case)
+                    RETURN k {{.id, .status, .title, .owner_agent_id, .proactive,
+                              opened_s: k.opened_at.epochSeconds, opened_n: k.opened_at.nanosecond,
+                              updated_s: k.updated_at.epochSeconds, updated_n: k.updated_at.nanosecond}}
+                }} AS cases,
+                COLLECT {{ MATCH (c)-[:OWNS]->(d:Device) RETURN d {{.id, .model, .firmware}} }} AS devices,
+                COLLECT {{
+                    MATCH (c)-[s:SERVED_BY]->(a:Agent)
+                    RETURN {{agent_id: a.id, contacts: s.contacts, resolved: s.resolved, csat_sum: s.csat_sum,
+                            csat_count: s.csat_count, last_s: s.last_at.epochSeconds, last_n: s.last_at.nanosecond}}
+                }} AS agents
+                """,
+                customer_id=customer_id,
+                recent=recent_limit,
+            ).single()
+            if record is None:
+                raise NotFound(f"customer: no customer with id {customer_id}")
+            c = record["customer"]
+            customer = Customer(
+                id=c["id"],
+                display_name=c.get("display_name"),
+                language=c.get("language"),
+                tier=c.get("tier"),
+                segment=c.get("segment"),
+                first_contact_at=_ns(c.get("first_s"), c.get("first_n")),
+                last_contact_at=_ns(c.get("last_s"), c.get("last_n")),
+            )
+            identities = tuple(
+                Identity(
+                    key=n["key"],
+                    kind=n.get("kind") or n["key"].partition(":")[0],
+                    value=n.get("value") or n["key"].partition(":")[2],
+                    verified=bool(n.get("verified")),
+                    verification_method=n.get("verification_method"),
+                    first_seen_at=_ns(n.get("seen_s"), n.get("seen_n")),
+                )
+                for n in record["identities"]
+            )
+            cases = tuple(
+                Case(
+                    id=k["id"],
+                    status=k.get("status"),
+                    title=k.get("title"),
+                    owner_agent_id=k.get("owner_agent_id"),
+                    proactive=bool(k.get("proactive")),
+                    opened_at=_ns(k.get("opened_s"), k.get("opened_n")),
+                    updated_at=_ns(k.get("updated_s"), k.get("updated_n")),
+                )
+                for k in record["cases"]
+            )
+            devices = tuple(Device(d["id"], d.get("model"), d.get("firmware")) for d in record["devices"])
+            agents = tuple(
+                AgentAffinity(
+                    agent_id=a["agent_id"],
+                    contacts=int(a.get("contacts") or 0),
+                    resolved=int(a.get("resolved") or 0),
+                    csat_sum=float(a.get("csat_sum") or 0.0),
+                    csat_count=int(a.get("csat_count") or 0),
+                    last_at=_ns(a.get("last_s"), a.get("last_n")),
+                )
+                for a in record["agents"]
+            )
+            recent = tuple(interaction_from(r, customer_id) for r in record["recent"])
+            return CustomerSnapshot(customer, identities, recent, cases, devices, agents)
+
+        return self._read(work, timeout)
