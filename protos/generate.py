@@ -1,7 +1,7 @@
 """Generate the Python contracts in lib/rapport/v1 from protos/rapport/v1, or check they match.
 
-    python protos/generate.py          # regenerate
-    python protos/generate.py --check  # exit 1 when the committed code is stale
+python protos/generate.py          # regenerate
+python protos/generate.py --check  # exit 1 when the committed code is stale
 """
 
 from __future__ import annotations
@@ -49,11 +49,7 @@ def stale_files(proto_root: Path = PROTO_ROOT, lib_root: Path = LIB_ROOT) -> lis
     """Names of generated files that differ from, or are missing in, lib_root."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = {p.name: p for p in generate(Path(tmp), proto_root)}
-        committed = {
-            p.name: p
-            for p in (lib_root / PACKAGE).glob("*")
-            if p.name.endswith(GENERATED_SUFFIXES)
-        }
+        committed = {p.name: p for p in (lib_root / PACKAGE).glob("*") if p.name.endswith(GENERATED_SUFFIXES)}
         names = sorted(set(fresh) | set(committed))
         return [
             n
@@ -70,11 +66,12 @@ def main(argv: list[str]) -> int:
             return 1
         return 0
     target = LIB_ROOT / PACKAGE
-    for old in target.glob("*"):
-        if old.name.endswith(GENERATED_SUFFIXES):
-            old.unlink()
     with tempfile.TemporaryDirectory() as tmp:
-        for path in generate(Path(tmp)):
+        fresh = generate(Path(tmp))  # raises before anything committed is touched
+        for old in target.glob("*"):
+            if old.name.endswith(GENERATED_SUFFIXES):
+                old.unlink()
+        for path in fresh:
             shutil.copy(path, target / path.name)
     (target / "__init__.py").write_text('"""Generated from protos/rapport/v1. Do not edit."""\n')
     return 0

@@ -31,6 +31,7 @@ class RunningServer:
     service_names: list[str]
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _cleaned_up: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float) -> None:
         """NOT_SERVING first so balancers drain us, then finish in-flight calls, then clean up."""
@@ -44,9 +45,13 @@ class RunningServer:
                 callback()
             except Exception:
                 log.exception("shutdown step failed")
+        self._cleaned_up.set()
 
     def wait(self) -> None:
+        """Returns once the server has stopped and every shutdown step has run."""
         self.server.wait_for_termination()
+        if self._stopped.is_set():
+            self._cleaned_up.wait()
 
 
 def start_server(
