@@ -9,6 +9,7 @@ import grpc
 
 from rapport.graph.driver import open_driver
 from rapport.v1 import timeline_pb2, timeline_pb2_grpc
+from rapport_timeline.adapters.cache import CachingTimelineGraph
 from rapport_timeline.adapters.graph import Neo4jTimelineGraph
 from rapport_timeline.adapters.updates import CustomerUpdatesTail, WatchHub
 from rapport_timeline.config import TimelineSettings
@@ -50,7 +51,9 @@ def build(
         closers.append(feed.stop)
     if graph is None:
         driver = open_driver(settings.neo4j)
-        graph = Neo4jTimelineGraph(driver, settings.neo4j.database, settings.neo4j.timeout)
+        neo4j_graph = Neo4jTimelineGraph(driver, settings.neo4j.database, settings.neo4j.timeout)
+        cached = settings.cache_interactions > 0
+        graph = CachingTimelineGraph(neo4j_graph, settings.cache_interactions) if cached else neo4j_graph
         closers.append(driver.close)
     timeline = Timeline(graph, hub, live_wait=settings.live_wait)
     return TimelineApp(timeline, TimelineServicer(timeline), closers)

@@ -4,6 +4,8 @@ RAPPORT_TIMELINE_HOST / _PORT (default 50052) / _GRACE / _WORKERS   the gRPC ser
 RAPPORT_TIMELINE_MAX_WATCHERS   concurrent WatchTimeline streams per process (each holds a
                                 worker thread; default: workers - 16, so unary calls keep room)
 RAPPORT_TIMELINE_LIVE_WAIT      seconds a new watch waits for the live feed (default 5)
+RAPPORT_TIMELINE_CACHE_INTERACTIONS   interactions the hot-timeline cache may hold (default
+                                200000, about 100 MB; 0 turns it off)
 RAPPORT_NEO4J_* and RAPPORT_KAFKA_* as in rapport.settings.
 """
 
@@ -26,6 +28,7 @@ class TimelineSettings:
     kafka: KafkaSettings
     max_watchers: int
     live_wait: float = 5.0
+    cache_interactions: int = 200_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TimelineSettings:
@@ -35,9 +38,11 @@ class TimelineSettings:
             grpc = replace(grpc, max_workers=DEFAULT_WORKERS)
         raw_watchers = env.get("RAPPORT_TIMELINE_MAX_WATCHERS", "")
         raw_wait = env.get("RAPPORT_TIMELINE_LIVE_WAIT", "")
+        raw_cache = env.get("RAPPORT_TIMELINE_CACHE_INTERACTIONS", "")
         try:
             max_watchers = int(raw_watchers) if raw_watchers else max(1, grpc.max_workers - RESERVED_FOR_UNARY)
             live_wait = float(raw_wait) if raw_wait else 5.0
+            cache = int(raw_cache) if raw_cache else 200_000
         except ValueError as exc:
-            raise ValueError(f"RAPPORT_TIMELINE_MAX_WATCHERS / _LIVE_WAIT must be numbers: {exc}") from exc
-        return cls(grpc, Neo4jSettings.from_env(env), KafkaSettings.from_env(env), max_watchers, live_wait)
+            raise ValueError(f"RAPPORT_TIMELINE_* settings must be numbers: {exc}") from exc
+        return cls(grpc, Neo4jSettings.from_env(env), KafkaSettings.from_env(env), max_watchers, live_wait, cache)

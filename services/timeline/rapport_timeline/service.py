@@ -15,7 +15,7 @@ from rapport.errors import InvalidArgument, NotFound, ResourceExhausted, Unavail
 from rapport_timeline.adapters.updates import WatchClosed, WatchHub
 from rapport_timeline.domain.cursor import decode_watch_token
 from rapport_timeline.domain.handoff import HandoffContext, handoff_context
-from rapport_timeline.domain.model import CustomerKey, CustomerSnapshot, CustomerUpdate, Interaction
+from rapport_timeline.domain.model import CustomerKey, CustomerSnapshot, CustomerUpdate, Interaction, Resolved
 from rapport_timeline.domain.paging import (
     InteractionFilter,
     Order,
@@ -39,9 +39,9 @@ WATCH_POLL_SECONDS = 0.5
 class TimelineGraph(Protocol):
     """What the use cases need from the customer graph (see adapters.graph)."""
 
-    def resolve(self, key: CustomerKey, timeout: float | None) -> str: ...
+    def resolve(self, key: CustomerKey, timeout: float | None) -> Resolved: ...
 
-    def page(self, query: PageQuery, timeout: float | None) -> list[Interaction]: ...
+    def page(self, customer: Resolved, query: PageQuery, timeout: float | None) -> list[Interaction]: ...
 
     def interaction(self, customer_id: str, event_id: str, timeout: float | None) -> Interaction | None: ...
 
@@ -55,7 +55,7 @@ class TimelineGraph(Protocol):
         self, customer_id: str, floor: int, after: tuple[int, int, str] | None, limit: int, timeout: float | None
     ) -> list[Interaction]: ...
 
-    def snapshot(self, customer_id: str, recent_limit: int, timeout: float | None) -> CustomerSnapshot: ...
+    def snapshot(self, customer: Resolved, recent_limit: int, timeout: float | None) -> CustomerSnapshot: ...
 
 
 class Deadline:
@@ -97,7 +97,7 @@ class Timeline:
         if issued_for == customer_id:
             return
         try:
-            survivor = self.graph.resolve(CustomerKey("id", issued_for), deadline.remaining())
+            survivor = self.graph.resolve(CustomerKey("id", issued_for), deadline.remaining()).customer_id
         except NotFound:
             survivor = None
         if survivor != customer_id:
@@ -117,15 +117,15 @@ class Timeline:
     ) -> tuple[str, Page]:
         size = page_size(page_size_requested)
         token = read_page_token(page_token, order, filter)
-        customer_id = self.graph.resolve(key, deadline.remaining())
+        customer = self.graph.resolve(key, deadline.remaining())
         if token is not None:
-            self._same_customer(token.customer_id, customer_id, "page_token", deadline)
-        query = PageQuery(customer_id, order, filter, size, None if token is None else token.after)
-        return customer_id, make_page(query, self.graph.page(query, deadline.remaining()))
+            self._same_customer(token.customer_id, customer.customer_id, "page_token", deadline)
+        query = PageQuery(customer.customer_id, order, filter, size, None if token is None else token.after)
+        return customer.customer_id, make_page(query, self.graph.page(customer, query, deadline.remaining()))
 
     def get_interaction(self, key: CustomerKey, event_id: str, deadline: Deadline) -> Interaction:
         event_id = _event_id(event_id)
-        customer_id = self.graph.resolve(key, deadline.remaining())
+        customer_id = self.graph.resolve(key, deadline.remaining()).customer_id
         found = self.graph.interaction(customer_id, event_id, deadline.remaining())
         if found is None:
             raise NotFound(f"event_id: customer {customer_id} has no interaction {event_id}")
@@ -134,8 +134,8 @@ class Timeline:
     # -- GetHandoffContext ------------------------------------------------------------------
 
     def handoff(self, key: CustomerKey, deadline: Deadline, now: int | None = None) -> HandoffContext:
-        customer_id = self.graph.resolve(key, deadline.remaining())
-        snapshot = self.graph.snapshot(customer_id, HANDOFF_RECENT, deadline.remaining())
+        customer = self.graph.resolve(key, deadline.remaining())
+        snapshot = self.graph.snapshot(customer, HANDOFF_RECENT, deadline.remaining())
         return handoff_context(snapshot, time.time_ns() if now is None else now)
 
     # -- WatchTimeline ----------------------------------------------------------------------
@@ -158,7 +158,7 @@ class Timeline:
             raise InvalidArgument("replay_last", f"must be 0 to {MAX_REPLAY}")
         if token is not None and replay_last:
             raise InvalidArgument("replay_last", "cannot be combined with a cursor (the cursor says where to resume)")
-        customer_id = self.graph.resolve(key, deadline.remaining())
+        customer_id = self.graph.resolve(key, deadline.remaining()).customer_id
         if token is not None:
             self._same_customer(token.customer_id, customer_id, "cursor", deadline)
         if not self.hub.ready.wait(min(self.live_wait, deadline.remaining() or self.live_wait)):
@@ -171,7 +171,7 @@ class Timeline:
             raise ResourceExhausted(f"this server already serves {self.hub.max_watchers} watch streams; retry later")
         try:
             # Subscribed first: a merge that landed since we resolved shows up here or in the inbox.
-            survivor = self.graph.resolve(CustomerKey("id", customer_id), deadline.remaining())
+            survivor = self.graph.resolve(CustomerKey("id", customer_id), deadline.remaining()).customer_id
             if token is not None:
                 position = WatchPosition.from_token(token)
                 position.follow(customer_id)

@@ -28,6 +28,7 @@ from rapport_timeline.domain.model import (
     Fact,
     Identity,
     Interaction,
+    Resolved,
 )
 from rapport_timeline.domain.paging import InteractionFilter, Order, PageQuery
 
@@ -53,7 +54,9 @@ _INTERACTION = """i {
     in_s: i.ingested_at.epochSeconds, in_n: i.ingested_at.nanosecond
 }"""
 _NO_FILTER = InteractionFilter()
-_BY_ID = "MATCH (c:Customer {id: $id}) RETURN c.id AS id, c.merged_into AS merged_into"
+_BY_ID = (
+    "MATCH (c:Customer {id: $id}) RETURN c.id AS id, c.merged_into AS merged_into, COUNT { (c)-[:HAD]->() } AS degree"
+)
 # Storage order for watches: when stored (falling back to event time), then event time, id.
 _STORED = "coalesce(i.ingested_at, i.at)"
 
@@ -217,7 +220,8 @@ class Neo4jTimelineGraph:
     # -- customers --------------------------------------------------------------------------
 
     @staticmethod
-    def _survivor(tx: neo4j.ManagedTransaction, customer_id: str, merged_into: str | None) -> str:
+    def _survivor(tx: neo4j.ManagedTransaction, row: neo4j.Record) -> Resolved:
+        customer_id, merged_into, degree = row["id"], row["merged_into"], row["degree"]
         hops = 0
         while merged_into:
             hops += 1
@@ -226,10 +230,10 @@ class Neo4jTimelineGraph:
             record = tx.run(_BY_ID, id=merged_into).single()
             if record is None:
                 raise NotFound(f"customer: {customer_id} was merged into {merged_into}, which does not exist")
-            customer_id, merged_into = record["id"], record["merged_into"]
-        return customer_id
+            customer_id, merged_into, degree = record["id"], record["merged_into"], record["degree"]
+        return Resolved(customer_id, int(degree))
 
-    def _resolve(self, tx: neo4j.ManagedTransaction, key: CustomerKey) -> str:
+    def _resolve(self, tx: neo4j.ManagedTransaction, key: CustomerKey) -> Resolved:
         if key.by == "id":
             rows = list(tx.run(_BY_ID, id=key.value))
             if not rows:
@@ -238,27 +242,28 @@ class Neo4jTimelineGraph:
             rows = list(
                 tx.run(
                     "MATCH (:Identity {key: $key})-[:IDENTIFIES]->(c:Customer) "
-                    "RETURN c.id AS id, c.merged_into AS merged_into ORDER BY c.id",
+                    "RETURN c.id AS id, c.merged_into AS merged_into, COUNT { (c)-[:HAD]->() } AS degree "
+                    "ORDER BY c.id",
                     key=key.value,
                 )
             )
             if not rows:
                 raise NotFound(f"customer: no customer known by {key.value}")
-        survivors = sorted({self._survivor(tx, r["id"], r["merged_into"]) for r in rows})
+        survivors = {r.customer_id: r for r in (self._survivor(tx, row) for row in rows)}
         if len(survivors) > 1:
             raise FailedPrecondition(
-                f"customer: {key.value} identifies {len(survivors)} customers ({', '.join(survivors)}); "
+                f"customer: {key.value} identifies {len(survivors)} customers ({', '.join(sorted(survivors))}); "
                 "address one by customer_id"
             )
-        return survivors[0]
+        return next(iter(survivors.values()))
 
-    def resolve(self, key: CustomerKey, timeout: float | None) -> str:
+    def resolve(self, key: CustomerKey, timeout: float | None) -> Resolved:
         """The live customer `key` names (following merges). NotFound when there is none."""
         return self._read(lambda tx: self._resolve(tx, key), timeout)
 
     # -- interactions -----------------------------------------------------------------------
 
-    def page(self, query: PageQuery, timeout: float | None) -> list[Interaction]:
+    def page(self, customer: Resolved, query: PageQuery, timeout: float | None) -> list[Interaction]:
         text, params = _page_cypher(query)
 
         def work(tx: neo4j.ManagedTransaction) -> list[Interaction]:
@@ -296,7 +301,7 @@ class Neo4jTimelineGraph:
     def newest(self, customer_id: str, limit: int, timeout: float | None) -> list[Interaction]:
         """The `limit` most recent interactions by event time, newest first."""
         query = PageQuery(customer_id, Order.NEWEST_FIRST, _NO_FILTER, max(limit - 1, 0))
-        return self.page(query, timeout)[:limit]
+        return self.page(Resolved(customer_id, -1), query, timeout)[:limit]
 
     def newest_stored(self, customer_id: str, limit: int, timeout: float | None) -> list[Interaction]:
         """The `limit` most recently stored interactions, newest first."""
@@ -349,7 +354,22 @@ class Neo4jTimelineGraph:
 
     # -- the handoff snapshot ---------------------------------------------------------------
 
-    def snapshot(self, customer_id: str, recent_limit: int, timeout: float | None) -> CustomerSnapshot:
+    def all_interactions(self, customer_id: str, timeout: float | None) -> list[Interaction]:
+        """Every interaction of the customer (for the hot-timeline cache)."""
+
+        def work(tx: neo4j.ManagedTransaction) -> list[Interaction]:
+            rows = tx.run(
+                f"MATCH (c:Customer {{id: $customer_id}})-[:HAD]->(i:Interaction) RETURN {_INTERACTION} AS i",
+                customer_id=customer_id,
+            )
+            return [interaction_from(r["i"], customer_id) for r in rows]
+
+        return self._read(work, timeout)
+
+    def snapshot(self, customer: Resolved, recent_limit: int, timeout: float | None) -> CustomerSnapshot:
+        """Everything the handoff context needs; `recent_limit` 0 leaves `recent` empty."""
+        customer_id = customer.customer_id
+
         def work(tx: neo4j.ManagedTransaction) -> CustomerSnapshot:
             record = tx.run(
                 f"""
@@ -364,11 +384,11 @@ class Neo4jTimelineGraph:
                     RETURN n {{.key, .kind, .value, .verified, .verification_method,
                               seen_s: n.first_seen_at.epochSeconds, seen_n: n.first_seen_at.nanosecond}}
                 }} AS identities,
-                COLLECT {{
+                CASE WHEN $recent > 0 THEN COLLECT {{
                     MATCH (c)-[:HAD]->(i:Interaction)
                     WITH i ORDER BY i.at DESC, i.event_id DESC LIMIT $recent
                     RETURN {_INTERACTION}
-                }} AS recent,
+                }} ELSE [] END AS recent,
                 COLLECT {{
                     MATCH (c)-[:HAS_CASE]->(k:Case)
                     RETURN k {{.id, .status, .title, .owner_agent_id, .proactive,

@@ -65,6 +65,14 @@ class CustomerKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolved:
+    """A live customer a request resolved to, and how many interactions the graph held then."""
+
+    customer_id: str
+    interactions: int
+
+
+@dataclass(frozen=True, slots=True)
 class Customer:
     id: str
     display_name: str | None = None
