@@ -25,6 +25,7 @@ DAY = 24 * 3600 * NANOS
 # The journey is what happened after the last resolved contact, at most this far back.
 JOURNEY_MAX_AGE = 7 * DAY
 DEVICE_ALERT_WINDOW = 30 * DAY
+CONTACT_GAP = 30 * 60 * NANOS
 MAX_RECENT_AGENTS = 5
 MAX_SENTIMENT_POINTS = 10
 MAX_BOT_INTENTS = 20
@@ -319,10 +320,15 @@ def effort(
     """0 (effortless) to 100, from what the customer had to do in the current journey."""
     score = 0
     reasons: list[str] = []
-    contacts = [i for i in journey_items if i.kind in _CONTACT_KINDS and i.direction != "outbound"]
+    # A contact is a router contact id, or else one channel's activity within half an hour
+    # (so the turns of one chat count once).
+    contacts: dict[object, Interaction] = {}
+    for i in journey_items:
+        if i.kind in _CONTACT_KINDS and i.direction != "outbound":
+            contacts.setdefault(i.contact_id or (i.channel, i.at // CONTACT_GAP), i)
     if len(contacts) > 1:
         score += min(30, 10 * (len(contacts) - 1))
-        reasons.append(f"{_plural(len(contacts), 'contact')} in {_span(contacts)}")
+        reasons.append(f"{_plural(len(contacts), 'contact')} in {_span(list(contacts.values()))}")
     channels = {i.channel for i in journey_items if i.channel and i.direction != "outbound"}
     if len(channels) > 1:
         score += min(20, 10 * (len(channels) - 1))
