@@ -36,7 +36,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXISTING_EVENTS = """
 UNWIND $ids AS id
 MATCH (i:Interaction {event_id: id})
-RETURN i.event_id AS event_id
+OPTIONAL MATCH (c:Customer)-[:HAD]->(i)
+RETURN i.event_id AS event_id, c.id AS customer_id
 """
 
 LOCK_IDENTITIES = """
@@ -258,6 +259,9 @@ class BatchResult:
     changes: list[CustomerChange] = field(default_factory=list)
     # Event id -> the customer that holds it after the commit.
     owners: dict[str, str] = field(default_factory=dict)
+    # Events already in the graph before this batch -> their customer, so a replay after a
+    # crash can announce them again (CustomerUpdated is at-least-once too).
+    replayed: dict[str, str] = field(default_factory=dict)
 
 
 def _dedupe(records: Iterable[InteractionRecord]) -> tuple[list[InteractionRecord], list[str]]:
@@ -307,7 +311,8 @@ class GraphWriter:
         if not records:
             return BatchResult()
         with self._driver.session(database=self._database) as session:
-            return session.execute_write(self._write, list(records))
+            write = neo4j.unit_of_work(timeout=self._timeout)(self._write)
+            return session.execute_write(write, list(records))
 
     def _run(self, tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
         return list(tx.run(query, params))
@@ -315,11 +320,14 @@ class GraphWriter:
     def _write(self, tx: neo4j.ManagedTransaction, all_records: list[InteractionRecord]) -> BatchResult:
         now = self._clock()
         records, repeated = _dedupe(all_records)
-        stored_before = {r["event_id"] for r in self._run(tx, EXISTING_EVENTS, ids=[rec.event_id for rec in records])}
-        records = [r for r in records if r.event_id not in stored_before]
-        duplicates = repeated + sorted(stored_before)
+        replayed = {
+            r["event_id"]: r["customer_id"]
+            for r in self._run(tx, EXISTING_EVENTS, ids=[rec.event_id for rec in records])
+        }
+        records = [r for r in records if r.event_id not in replayed]
+        duplicates = repeated + sorted(replayed)
         if not records:
-            return BatchResult(duplicates=duplicates)
+            return BatchResult(duplicates=duplicates, replayed=replayed)
 
         known = self._lock_identities(tx, records)
         plan = plan_batch(records, known, now)
@@ -395,6 +403,7 @@ class GraphWriter:
             candidates=len(plan.candidates),
             changes=list(changes.values()),
             owners={r.event_id: plan.owners[r.event_id] for r in stored},
+            replayed=replayed,
         )
 
     def _lock_identities(
@@ -560,5 +569,6 @@ def seed_graph(
             candidates=total.candidates + result.candidates,
             changes=total.changes + result.changes,
             owners={**total.owners, **result.owners},
+            replayed={**total.replayed, **result.replayed},
         )
     return total

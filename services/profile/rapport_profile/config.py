@@ -1,0 +1,70 @@
+"""The ingest worker's settings, read from the environment once, in `main`.
+
+Kafka topics and bootstrap come from rapport.settings.KafkaSettings (RAPPORT_KAFKA_BOOTSTRAP,
+RAPPORT_INTERACTIONS_TOPIC, RAPPORT_DEAD_LETTER_TOPIC, RAPPORT_CUSTOMER_UPDATES_TOPIC, ...) and
+the graph from Neo4jSettings (RAPPORT_NEO4J_*). The worker's own:
+
+RAPPORT_PROFILE_GROUP            Faust app id, which is also the Kafka consumer group (rapport-profile)
+RAPPORT_PROFILE_BATCH_SIZE       events per graph transaction (500)
+RAPPORT_PROFILE_LINGER           seconds to wait for a batch to fill (0.05)
+RAPPORT_PROFILE_COMMIT_INTERVAL  seconds between offset commits of acknowledged records (1.0)
+RAPPORT_PROFILE_RETRY_MAX        longest backoff, in seconds, while the graph is unavailable (5)
+RAPPORT_PROFILE_WORKER_HOST      health endpoint address (127.0.0.1)
+RAPPORT_PROFILE_WORKER_PORT      health endpoint port (6066)
+RAPPORT_PROFILE_TX_TIMEOUT       seconds one graph transaction may run (60)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rapport.settings import PROFILE_WORKER_WEB_PORT, KafkaSettings, Neo4jSettings
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    neo4j: Neo4jSettings = field(default_factory=Neo4jSettings)
+    group: str = "rapport-profile"
+    batch_size: int = 500
+    linger: float = 0.05
+    commit_interval: float = 1.0
+    retry_initial: float = 0.1
+    retry_max: float = 5.0
+    web_host: str = "127.0.0.1"
+    web_port: int = PROFILE_WORKER_WEB_PORT
+    transaction_timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
+        env = os.environ if env is None else env
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            neo4j=Neo4jSettings.from_env(env),
+            group=_get(env, "RAPPORT_PROFILE_GROUP", cls.group),
+            batch_size=int(_number(env, "RAPPORT_PROFILE_BATCH_SIZE", cls.batch_size, minimum=1)),
+            linger=_number(env, "RAPPORT_PROFILE_LINGER", cls.linger, minimum=0.001),
+            commit_interval=_number(env, "RAPPORT_PROFILE_COMMIT_INTERVAL", cls.commit_interval, minimum=0.05),
+            retry_max=_number(env, "RAPPORT_PROFILE_RETRY_MAX", cls.retry_max, minimum=0.1),
+            web_host=_get(env, "RAPPORT_PROFILE_WORKER_HOST", cls.web_host),
+            web_port=int(_number(env, "RAPPORT_PROFILE_WORKER_PORT", cls.web_port, minimum=0)),
+            transaction_timeout=_number(env, "RAPPORT_PROFILE_TX_TIMEOUT", cls.transaction_timeout, minimum=1),
+        )
