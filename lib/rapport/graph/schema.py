@@ -39,8 +39,35 @@ The graph model every service shares (written by the profile worker, read by tim
     Survivor: the oldest customer by created_at, ties by id.
 (:Customer)-[:MAYBE_SAME {keys, at}]->(:Customer)   a weak-identifier merge candidate, one
     relationship per pair, from the lower id to the higher; removed when the two merge.
-(:Agent {id, ...})-[:HAS_SKILL {level}]->(:Skill {name})   router-owned agent properties.
-(:Contact {id, state, ...})   the router's contacts and durable queue.
+(:Agent {id, display_name, status, languages, teams, skill_names, skill_levels, channels,
+         capacity_<channel>, active_<channel>, idle_since, status_changed_at, last_offer_at,
+         created_at, updated_at, rev})-[:HAS_SKILL {level}]->(:Skill {name})
+    Owned by the router (UpsertAgent, SetAgentStatus, reservations); the profile worker only
+    MERGEs `(:Agent {id})` to hang HANDLED_BY and SERVED_BY on, so an Agent without `status` is
+    not routable. `status` is "available" | "away" | "offline". Capacity and load are one pair
+    of integer properties per channel short name: `capacity_chat` contacts at once,
+    `active_chat` held now (offered or assigned); the router never lets `active_<ch>` exceed
+    `capacity_<ch>`: a reservation locks the Agent node, then checks and increments in the same
+    transaction. `skill_names`/`skill_levels` are parallel lists mirroring HAS_SKILL (read in
+    bulk without traversals); `languages` are lower-case BCP 47 tags; `idle_since` is when the
+    agent last became free of every contact (null while busy); `rev` is epoch milliseconds of
+    the last router write (incremental roster reads).
+(:Contact {id, state, customer_id, channel, topic, intent, language, skill_names, skill_levels,
+           priority, team, preferred_agent_id, preferred_wait, sentiment, case_id, attributes,
+           relaxation, declined_by, identity_kind, identity_value, identity_verified,
+           created_at, created_ms, updated_at, agent_id, offer_id, offer_attempt, offered_at,
+           offer_expires_at, offer_mode, score, explanation, relaxation_step, last_offer_end,
+           last_offer_note, accepted_at, ended_at, end_reason, outcome, csat, notes,
+           handle_seconds, end_sentiment, event_id, outbox_at, event_published_at})
+    The router's contacts and durable queue. `state` is "waiting" | "offered" | "assigned" |
+    "completed" | "cancelled". `customer_id` is null for a customer the graph did not know;
+    `identity_*` is the identifier the ending event is keyed by. `agent_id` is the offered or
+    handling agent; `offer_id` is "<contact id>~<attempt>". `declined_by` lists agents who
+    rejected or let an offer expire (never offered it again). `relaxation` is the relaxation
+    policy the contact was created with (text form, see rapport_router.domain.relaxation);
+    `created_ms` is epoch milliseconds (queue order: priority with ageing). `explanation` is
+    the JSON explanation of the current offer. A Contact labelled `:Outbox` has an ending
+    event (`event_id`) not yet acknowledged by Kafka.
 """
 
 from __future__ import annotations
@@ -78,6 +105,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX interaction_at IF NOT EXISTS FOR (n:Interaction) ON (n.at)",
             "CREATE INDEX contact_state IF NOT EXISTS FOR (n:Contact) ON (n.state)",
             "CREATE INDEX customer_merged_into IF NOT EXISTS FOR (n:Customer) ON (n.merged_into)",
+        ),
+    ),
+    Migration(
+        2,
+        "router: incremental agent reads, contacts by customer",
+        (
+            "CREATE INDEX agent_rev IF NOT EXISTS FOR (n:Agent) ON (n.rev)",
+            "CREATE INDEX contact_customer_id IF NOT EXISTS FOR (n:Contact) ON (n.customer_id)",
         ),
     ),
 )
