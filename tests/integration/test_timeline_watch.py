@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,7 +23,10 @@ from test_timeline_support import (  # type: ignore[import-not-found]
     timeline_server,  # type: ignore[import-not-found]  # noqa: F401
 )
 
+from rapport.publisher import InteractionPublisher
+from rapport.settings import Neo4jSettings
 from rapport.v1 import timeline_pb2 as tl
+from rapport_profile.worker_process import WorkerProcess, free_port, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +144,36 @@ def test_watch_cursors_are_checked(timeline: Harness, uid: str):
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (err.value.details() or "").startswith("replay_last")
+
+
+@pytest.mark.e2e
+def test_through_kafka_and_the_real_ingest_worker_a_watcher_resumes_with_nothing_missed(
+    timeline: Harness, neo4j_settings: Neo4jSettings, uid: str, tmp_path: Path
+):
+    """Producer -> interactions topic -> profile worker -> graph + customer-updates -> watch."""
+    kafka = timeline.settings.kafka
+    env = worker_env(kafka, neo4j_settings, group=f"tl-{uid}", port=free_port(), batch_size=50, linger=0.02)
+    email = f"email:e2e.{uid}@example.com"
+    with WorkerProcess(env, tmp_path / "worker.log").start(), InteractionPublisher(kafka) as publisher:
+        publisher.publish_sync(interaction(f"{uid}-0", email, at=at(0)))
+        watcher = None
+        for _ in range(100):  # the first event creates the customer
+            try:
+                watcher = Watcher(timeline, tl.WatchTimelineRequest(customer=by_identifier(email), replay_last=1))
+                assert watcher.next().interaction.event_id == f"{uid}-0"
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.NOT_FOUND
+                time.sleep(0.2)
+        assert watcher is not None
+        assert not watcher.next().HasField("interaction")
+        for n in range(1, 4):
+            publisher.publish_sync(interaction(f"{uid}-{n}", email, at=at(n)))
+        got = list(watcher.interactions(3))
+        assert [i.interaction.event_id for i in got] == [f"{uid}-{n}" for n in range(1, 4)]
+        watcher.close()
+        for n in range(4, 7):
+            publisher.publish_sync(interaction(f"{uid}-{n}", email, at=at(n)))
+        resumed = Watcher(timeline, tl.WatchTimelineRequest(customer=by_identifier(email), cursor=got[-1].cursor))
+        assert [i.interaction.event_id for i in resumed.interactions(3)] == [f"{uid}-{n}" for n in range(4, 7)]
+        resumed.close()
