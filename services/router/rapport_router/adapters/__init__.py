@@ -1,0 +1,1 @@
+"""All Cypher and all Kafka of the router."""

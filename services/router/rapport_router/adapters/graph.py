@@ -1,0 +1,981 @@
+"""All of the router's Cypher: agents, customer context, atomic reservations, the durable queue.
+
+Every statement runs as one auto-commit transaction, bounded by the current deadline. Each
+statement that changes a contact or an agent first takes the node's write lock (a `SET` of a
+throw-away property) and only then reads what it checks, so two router processes can never
+both pass the same check: capacity, state, and the offer being the current one. Locks are
+always taken contact first, then agent, so the statements cannot deadlock one another (Neo4j
+detects any other cycle, which surfaces as a transient error and is retried).
+
+Every change is guarded by the state it expects, so re-running a statement whose commit was
+lost in a broken connection is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import neo4j
+from neo4j.exceptions import (
+    ConstraintError,
+    DriverError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
+
+from rapport_router import deadline
+from rapport_router.domain.contact import OFFER_SEPARATOR, ContactRecord, OfferInfo
+from rapport_router.domain.model import (
+    CHANNELS,
+    AgentRecord,
+    AgentStatus,
+    AssignmentMode,
+    ContactSpec,
+    ContactState,
+    CustomerContext,
+    IdentityRef,
+    OpenCase,
+    PastInteraction,
+    ServedBy,
+    SkillNeed,
+)
+from rapport_router.domain.performance import OutcomeTally, Performance, Sample
+from rapport_router.domain.scoring import DAY, Explanation, ScoringParams
+
+log = logging.getLogger(__name__)
+
+# Retries of a statement that hit a deadlock or a dropped connection, within the deadline.
+_RETRY_BACKOFF = (0.01, 0.03, 0.1, 0.2, 0.4)
+_MAX_CONNECTION_RETRIES = 2
+
+
+# What a graph call can fail with when Neo4j is slow, restarting or unreachable.
+GRAPH_ERRORS: tuple[type[BaseException], ...] = (Neo4jError, DriverError, TimeoutError, OSError)
+
+
+class ContactExists(Exception):
+    """A contact with this id exists already (RouteContact is idempotent on the id)."""
+
+
+def _now_dt(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if hasattr(value, "to_native"):
+        value = value.to_native()
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def rev(now: float) -> int:
+    """Milliseconds: the agent's revision, for incremental roster refreshes."""
+    return int(now * 1000)
+
+
+def _total_active(var: str) -> str:
+    return f"reduce(s = 0, k IN keys({var}) | s + CASE WHEN k STARTS WITH 'active_' THEN {var}[k] ELSE 0 END)"
+
+
+# ---------------------------------------------------------------- agents
+
+_ACTIVE_DEFAULTS = ", ".join(f"a.active_{ch} = coalesce(a.active_{ch}, 0)" for ch in CHANNELS)
+
+UPSERT_AGENT = f"""
+MERGE (a:Agent {{id: $id}})
+SET a._lock = true
+REMOVE a._lock
+WITH a, a.created_at IS NULL AS created, a.status AS before
+SET a.created_at = coalesce(a.created_at, $now),
+    a.display_name = $display_name,
+    a.languages = $languages,
+    a.teams = $teams,
+    a.skill_names = $skill_names,
+    a.skill_levels = $skill_levels,
+    a.channels = $channels,
+    a.updated_at = $now,
+    a.rev = $rev,
+    {_ACTIVE_DEFAULTS}
+SET a += $capacity
+SET a.status = coalesce($status, a.status, 'offline')
+SET a.status_changed_at = CASE WHEN before IS NULL OR before <> a.status THEN $now ELSE a.status_changed_at END
+SET a.idle_since = CASE
+      WHEN a.status = 'available' AND coalesce(before, '') <> 'available' AND {_total_active("a")} = 0 THEN $now
+      ELSE a.idle_since END
+WITH a, created
+OPTIONAL MATCH (a)-[old:HAS_SKILL]->(s:Skill)
+WHERE NOT s.name IN $skill_names
+DELETE old
+WITH DISTINCT a, created
+FOREACH (sk IN $skills |
+    MERGE (s:Skill {{name: sk.name}})
+    MERGE (a)-[r:HAS_SKILL]->(s)
+    SET r.level = sk.level)
+RETURN a {{.*}} AS agent, created
+"""
+
+SET_AGENT_STATUS = f"""
+MATCH (a:Agent {{id: $id}})
+SET a._lock = true
+REMOVE a._lock
+WITH a, a.status AS before
+SET a.status = $status, a.updated_at = $now, a.rev = $rev
+SET a.status_changed_at = CASE WHEN before = $status THEN a.status_changed_at ELSE $now END
+SET a.idle_since = CASE
+      WHEN $status = 'available' AND coalesce(before, '') <> 'available' AND {_total_active("a")} = 0 THEN $now
+      ELSE a.idle_since END
+RETURN a {{.*}} AS agent, before
+"""
+
+GET_AGENT = "MATCH (a:Agent {id: $id}) WHERE a.status IS NOT NULL RETURN a {.*} AS agent"
+
+LIST_AGENTS = """
+MATCH (a:Agent)
+WHERE a.status IS NOT NULL AND a.id > $after
+  AND ($team IS NULL OR $team IN a.teams)
+  AND ($status IS NULL OR a.status = $status)
+RETURN a {.*} AS agent
+ORDER BY a.id
+LIMIT $limit
+"""
+
+AGENTS_CHANGED = """
+MATCH (a:Agent)
+WHERE a.rev >= $since
+RETURN a {.*} AS agent
+"""
+
+# ---------------------------------------------------------------- customers
+
+_CUSTOMER_PROJECTION = """
+RETURN c.id AS id, c.language AS language, c.tier AS tier, c.segment AS segment,
+  [(c)-[:OWNS]->(d:Device) WHERE d.model IS NOT NULL | d.model] AS models,
+  [(c)-[s:SERVED_BY]->(ag:Agent) | {agent: ag.id, contacts: s.contacts, resolved: s.resolved,
+      csat_sum: s.csat_sum, csat_count: s.csat_count, last_at: s.last_at}] AS served,
+  [(c)-[:HAS_CASE]->(k:Case) WHERE k.status IN ['open', 'pending'] |
+      {id: k.id, status: k.status, owner: k.owner_agent_id, title: k.title}] AS cases,
+  COLLECT {
+      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $effort_since
+      RETURN i {.event_id, .at, .agent_id, .topic, .outcome, .csat, .kind, .sentiment, .channel}
+      ORDER BY i.at DESC LIMIT 50 } AS recent,
+  COLLECT {
+      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $history_since AND i.agent_id IS NOT NULL
+      RETURN i {.event_id, .at, .agent_id, .topic, .outcome, .csat, .kind, .sentiment, .channel}
+      ORDER BY i.at DESC LIMIT 30 } AS handled,
+  COLLECT {
+      MATCH (k:Identity)-[:IDENTIFIES]->(c)
+      RETURN k {.kind, .value, .verified}
+      ORDER BY CASE k.kind WHEN 'crm' THEN 0 WHEN 'account' THEN 1 WHEN 'email' THEN 2 WHEN 'phone' THEN 3
+               ELSE 9 END, k.verified DESC
+      LIMIT 1 } AS identity
+"""
+
+CUSTOMER_BY_ID = (
+    """
+MATCH (c0:Customer {id: $id})
+OPTIONAL MATCH (s:Customer {id: c0.merged_into})
+WITH coalesce(s, c0) AS c
+"""
+    + _CUSTOMER_PROJECTION
+)
+
+CUSTOMER_BY_IDENTITY = (
+    """
+MATCH (:Identity {key: $key})-[:IDENTIFIES]->(c0:Customer)
+WITH c0 ORDER BY c0.merged_into IS NULL DESC, c0.last_contact_at DESC LIMIT 1
+OPTIONAL MATCH (s:Customer {id: c0.merged_into})
+WITH coalesce(s, c0) AS c
+"""
+    + _CUSTOMER_PROJECTION
+)
+
+CUSTOMERS_BY_ID = (
+    """
+UNWIND $ids AS wanted
+MATCH (c0:Customer {id: wanted})
+OPTIONAL MATCH (s:Customer {id: c0.merged_into})
+WITH wanted, coalesce(s, c0) AS c
+"""
+    + _CUSTOMER_PROJECTION
+    + ", wanted"
+)
+
+# ---------------------------------------------------------------- contacts
+
+GET_CONTACT = "MATCH (c:Contact {id: $id}) RETURN c {.*} AS contact"
+
+_AGENT_FREE = "a.status = 'available' AND coalesce(a[$active_key], 0) < coalesce(a[$capacity_key], 0)"
+
+# A new contact, offered at once: lock the agent, check, count the contact in, create it.
+RESERVE_NEW = f"""
+MATCH (a:Agent {{id: $agent_id}})
+SET a._lock = true
+REMOVE a._lock
+WITH a, {_AGENT_FREE} AS ok
+FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
+    SET a[$active_key] = coalesce(a[$active_key], 0) + 1,
+        a.idle_since = null, a.last_offer_at = $now, a.updated_at = $now, a.rev = $rev
+    CREATE (c:Contact)
+    SET c = $contact, c.agent_id = a.id, c.state = 'offered')
+RETURN ok, a {{.*}} AS agent
+"""
+
+# A waiting contact, offered: lock the contact, then the agent; both must still qualify.
+RESERVE_WAITING = f"""
+MATCH (c:Contact {{id: $contact_id}})
+SET c._lock = true
+REMOVE c._lock
+WITH c
+MATCH (a:Agent {{id: $agent_id}})
+SET a._lock = true
+REMOVE a._lock
+WITH c, a, c.state = 'waiting' AS waiting, a.id IN coalesce(c.declined_by, []) AS declined, {_AGENT_FREE} AS free
+WITH c, a, waiting, declined, waiting AND NOT declined AND free AS ok
+FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
+    SET a[$active_key] = coalesce(a[$active_key], 0) + 1,
+        a.idle_since = null, a.last_offer_at = $now, a.updated_at = $now, a.rev = $rev
+    SET c += $offer, c.state = 'offered', c.agent_id = a.id, c.offer_attempt = coalesce(c.offer_attempt, 0) + 1,
+        c.updated_at = $now
+    SET c.offer_id = c.id + '{OFFER_SEPARATOR}' + toString(c.offer_attempt))
+RETURN ok, waiting, declined, a {{.*}} AS agent, c {{.*}} AS contact
+"""
+
+_OFFER_FIELDS = (
+    "c.offer_id = null, c.agent_id = null, c.offered_at = null, c.offer_expires_at = null, c.offer_mode = null, "
+    "c.score = null, c.explanation = null, c.relaxation_step = null"
+)
+
+
+def _release_agent(var: str = "a") -> str:
+    """Clauses that take one contact off `var`'s load on the contact's channel (agent locked first)."""
+    key = "'active_' + c.channel"
+    return f"""
+    SET {var}._lock = true
+    REMOVE {var}._lock
+    SET {var}[{key}] = CASE WHEN coalesce({var}[{key}], 0) > 0 THEN {var}[{key}] - 1 ELSE 0 END,
+        {var}.updated_at = $now, {var}.rev = $rev
+    SET {var}.idle_since = CASE WHEN {_total_active(var)} = 0 THEN coalesce({var}.idle_since, $now)
+                                ELSE {var}.idle_since END"""
+
+
+# An offer that ends unaccepted (rejected, expired, withdrawn): the contact waits again, never
+# to be offered to that agent, whose capacity is freed.
+RELEASE_OFFER = f"""
+MATCH (c:Contact {{id: $contact_id}})
+SET c._lock = true
+REMOVE c._lock
+WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND ($agent_id IS NULL OR c.agent_id = $agent_id) AS ok
+OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok
+FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
+FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
+    SET c.declined_by = coalesce(c.declined_by, []) + c.agent_id,
+        c.last_offer_end = $reason, c.last_offer_note = $note, c.state = 'waiting', c.updated_at = $now,
+        {_OFFER_FIELDS})
+RETURN ok, c {{.*}} AS contact, a {{.*}} AS agent
+"""
+
+ACCEPT_OFFER = """
+MATCH (c:Contact {id: $contact_id})
+SET c._lock = true
+REMOVE c._lock
+WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND c.agent_id = $agent_id
+        AND c.offer_expires_at >= $now AS ok
+FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
+    SET c.state = 'assigned', c.accepted_at = $now, c.updated_at = $now)
+RETURN ok, c {.*} AS contact
+"""
+
+COMPLETE_CONTACT = f"""
+MATCH (c:Contact {{id: $contact_id}})
+SET c._lock = true
+REMOVE c._lock
+WITH c, c.state AS before, c.state = 'assigned' AND ($agent_id IS NULL OR c.agent_id = $agent_id) AS ok
+OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok
+FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
+FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
+    SET c += $ending, c.state = 'completed', c.ended_at = $now, c.updated_at = $now,
+        c.handle_seconds = coalesce($ending.handle_seconds,
+                                   toInteger(round(duration.inSeconds(c.accepted_at, $now).seconds))),
+        c.event_id = $event_id, c.outbox_at = $now
+    SET c:Outbox)
+RETURN before, ok, c {{.*}} AS contact, a {{.*}} AS agent
+"""
+
+CANCEL_CONTACT = f"""
+MATCH (c:Contact {{id: $contact_id}})
+SET c._lock = true
+REMOVE c._lock
+WITH c, c.state AS before, c.state IN ['waiting', 'offered'] AS ok
+OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok AND before = 'offered'
+FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
+FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
+    SET c.last_offer_end = CASE WHEN before = 'offered' THEN 'cancelled' ELSE c.last_offer_end END,
+        c.state = 'cancelled', c.end_reason = $reason, c.ended_at = $now, c.updated_at = $now,
+        c.event_id = $event_id, c.outbox_at = $now,
+        {_OFFER_FIELDS}
+    SET c:Outbox)
+RETURN before, ok, c {{.*}} AS contact, a {{.*}} AS agent
+"""
+
+EXPIRED_OFFERS = """
+MATCH (c:Contact {state: 'offered'})
+WHERE c.offer_expires_at < $now
+RETURN c.id AS id, c.offer_id AS offer_id
+ORDER BY c.offer_expires_at
+LIMIT $limit
+"""
+
+OFFERS_FOR_AGENTS = """
+MATCH (c:Contact {state: 'offered'})
+WHERE c.agent_id IN $agents
+RETURN c {.*} AS contact
+"""
+
+OFFERED_TO_AGENT = """
+MATCH (c:Contact {state: 'offered'})
+WHERE c.agent_id = $agent_id
+RETURN c {.*} AS contact
+"""
+
+# `rank`: priority with ageing, the same order at any instant (see domain.queue.queue_rank).
+_RANK = "(coalesce({v}.priority, 0) * $ageing - {v}.created_ms / 1000.0)"
+
+ENQUEUE = f"""
+CREATE (c:Contact)
+SET c = $contact, c.state = 'waiting'
+WITH c
+CALL (c) {{
+    MATCH (o:Contact {{state: 'waiting'}})
+    WHERE o.channel = c.channel AND coalesce(o.team, '') = coalesce(c.team, '')
+    RETURN count(CASE WHEN {_RANK.format(v="o")} > {_RANK.format(v="c")} THEN 1 END) AS ahead, count(o) AS waiting
+}}
+RETURN ahead + 1 AS position, waiting
+"""
+
+QUEUE_POSITION = f"""
+MATCH (c:Contact {{id: $contact_id, state: 'waiting'}})
+CALL (c) {{
+    MATCH (o:Contact {{state: 'waiting'}})
+    WHERE o.channel = c.channel AND coalesce(o.team, '') = coalesce(c.team, '')
+    RETURN count(CASE WHEN {_RANK.format(v="o")} > {_RANK.format(v="c")} THEN 1 END) AS ahead, count(o) AS waiting
+}}
+RETURN ahead + 1 AS position, waiting
+"""
+
+WAITING_FOR_BATCH = f"""
+MATCH (c:Contact {{state: 'waiting'}})
+WHERE c.channel IN $channels
+  AND (c.team IS NULL OR c.team IN $teams OR c.relaxation CONTAINS 'any_team')
+RETURN c {{.*}} AS contact
+ORDER BY {_RANK.format(v="c")} DESC, c.created_ms
+LIMIT $limit
+"""
+
+QUEUE = f"""
+MATCH (c:Contact {{state: 'waiting'}})
+WHERE ($channel IS NULL OR c.channel = $channel) AND ($team IS NULL OR c.team = $team)
+WITH c ORDER BY {_RANK.format(v="c")} DESC, c.created_ms
+WITH collect(c) AS queued
+RETURN [x IN queued[..$limit] | x {{.*}}] AS contacts, size(queued) AS total
+"""
+
+QUEUE_DEPTH = """
+MATCH (c:Contact {state: 'waiting'})
+RETURN c.channel AS channel, count(*) AS waiting
+"""
+
+OUTBOX_DUE = """
+MATCH (c:Outbox)
+WHERE c.outbox_at < $before
+WITH c ORDER BY c.outbox_at LIMIT $limit
+SET c.outbox_at = $now
+RETURN c {.*} AS contact
+"""
+
+OUTBOX_DONE = """
+UNWIND $ids AS id
+MATCH (c:Contact:Outbox {id: id})
+REMOVE c:Outbox
+SET c.event_published_at = $now
+"""
+
+# ---------------------------------------------------------------- statistics
+
+_TALLY = """
+count(*) AS contacts,
+sum(CASE WHEN i.outcome = 'resolved' THEN 1 ELSE 0 END) AS resolved,
+sum(coalesce(i.csat, 0)) AS csat_sum,
+count(i.csat) AS csat_count,
+collect(CASE WHEN i.outcome = 'resolved' THEN [i.event_id, cid, i.at, i.outcome, i.csat] END)[..2] AS samples
+"""
+
+STATS_BY_TOPIC = f"""
+MATCH (c:Customer)-[:HAD]->(i:Interaction)
+WHERE i.at >= $since AND i.agent_id IS NOT NULL AND i.outcome IS NOT NULL
+WITH i, c.id AS cid
+RETURN i.agent_id AS agent, i.topic AS value, {_TALLY}
+"""
+
+STATS_BY_SEGMENT = f"""
+MATCH (c:Customer)-[:HAD]->(i:Interaction)
+WHERE i.at >= $since AND i.agent_id IS NOT NULL AND i.outcome IS NOT NULL AND c.segment IS NOT NULL
+WITH i, c.id AS cid, c.segment AS segment
+RETURN i.agent_id AS agent, segment AS value, {_TALLY}
+"""
+
+STATS_BY_DEVICE_MODEL = f"""
+MATCH (d:Device)<-[:OWNS]-(c:Customer)-[:HAD]->(i:Interaction)
+WHERE i.at >= $since AND i.agent_id IS NOT NULL AND i.outcome IS NOT NULL AND d.model IS NOT NULL
+WITH DISTINCT i, c.id AS cid, d.model AS model
+RETURN i.agent_id AS agent, model AS value, {_TALLY}
+"""
+
+HANDLE_TIMES = """
+MATCH (i:Interaction)
+WHERE i.at >= $since AND i.handle_seconds IS NOT NULL AND i.agent_id IS NOT NULL
+RETURN i.channel AS channel, avg(i.handle_seconds) AS seconds, count(*) AS contacts
+"""
+
+
+# ---------------------------------------------------------------- mapping
+
+
+def agent_from_props(p: Mapping[str, Any]) -> AgentRecord:
+    names = p.get("skill_names") or []
+    levels = p.get("skill_levels") or []
+    capacity = {}
+    active = {}
+    for ch in CHANNELS:
+        cap = p.get(f"capacity_{ch}")
+        if cap:
+            capacity[ch] = int(cap)
+        act = p.get(f"active_{ch}")
+        if act:
+            active[ch] = int(act)
+    status = p.get("status") or "offline"
+    return AgentRecord(
+        id=p["id"],
+        status=AgentStatus(status) if status in AgentStatus.__members__.values() else AgentStatus.OFFLINE,
+        display_name=p.get("display_name") or "",
+        languages=tuple(p.get("languages") or ()),
+        teams=tuple(p.get("teams") or ()),
+        skills=dict(zip(names, (int(x) for x in levels), strict=False)),
+        capacity=capacity,
+        active=active,
+        idle_since=_epoch(p.get("idle_since")),
+        updated_at=_epoch(p.get("updated_at")),
+    )
+
+
+def _past(raw: Mapping[str, Any]) -> PastInteraction:
+    return PastInteraction(
+        event_id=raw["event_id"],
+        at=_epoch(raw.get("at")) or 0.0,
+        agent_id=raw.get("agent_id"),
+        topic=raw.get("topic"),
+        outcome=raw.get("outcome"),
+        csat=raw.get("csat"),
+        kind=raw.get("kind"),
+        sentiment=raw.get("sentiment"),
+        channel=raw.get("channel"),
+    )
+
+
+def customer_from_record(r: Mapping[str, Any]) -> CustomerContext:
+    handled = tuple(_past(x) for x in r["handled"])
+    identity = r["identity"][0] if r["identity"] else None
+    return CustomerContext(
+        customer_id=r["id"],
+        language=r["language"],
+        tier=r["tier"],
+        segment=r["segment"],
+        device_models=tuple(sorted(set(r["models"]))),
+        served_by={
+            s["agent"]: ServedBy(
+                s["agent"],
+                int(s["contacts"] or 0),
+                int(s["resolved"] or 0),
+                float(s["csat_sum"] or 0),
+                int(s["csat_count"] or 0),
+                _epoch(s["last_at"]),
+            )
+            for s in r["served"]
+        },
+        open_cases=tuple(OpenCase(k["id"], k["status"], k["owner"], k["title"]) for k in r["cases"]),
+        recent=tuple(_past(x) for x in r["recent"]),
+        resolved_by_agents=tuple(p for p in handled if p.outcome == "resolved"),
+        handled=handled,
+        identity=IdentityRef(identity["kind"], identity["value"], bool(identity["verified"])) if identity else None,
+    )
+
+
+def contact_props(
+    spec: ContactSpec, identity: IdentityRef | None, attributes: Mapping[str, str], created_at: float
+) -> dict[str, Any]:
+    """The Contact node's properties for a new contact (None values are simply not stored)."""
+    props: dict[str, Any] = {
+        "id": spec.id,
+        "customer_id": spec.customer_id,
+        "channel": spec.channel,
+        "topic": spec.topic,
+        "intent": spec.intent,
+        "language": spec.language,
+        "skill_names": [s.name for s in spec.required_skills],
+        "skill_levels": [s.min_level for s in spec.required_skills],
+        "priority": spec.priority,
+        "team": spec.team,
+        "preferred_agent_id": spec.preferred_agent_id,
+        "preferred_wait": spec.preferred_wait,
+        "sentiment": spec.sentiment,
+        "case_id": spec.case_id,
+        "declined_by": sorted(spec.declined_by),
+        "relaxation": spec.relaxation,
+        "created_at": _now_dt(created_at),
+        "created_ms": int(created_at * 1000),
+        "updated_at": _now_dt(created_at),
+        "identity_kind": identity.kind if identity else None,
+        "identity_value": identity.value if identity else None,
+        "identity_verified": identity.verified if identity else None,
+        "attributes": json.dumps(dict(sorted(attributes.items()))) if attributes else None,
+        "offer_attempt": 0,
+    }
+    return {k: v for k, v in props.items() if v is not None}
+
+
+def offer_props(offer: OfferInfo) -> dict[str, Any]:
+    return {
+        "offer_id": offer.offer_id,
+        "offered_at": _now_dt(offer.offered_at),
+        "offer_expires_at": _now_dt(offer.expires_at),
+        "offer_mode": offer.mode.value,
+        "score": offer.score,
+        "explanation": offer.explanation.to_json() if offer.explanation else None,
+        "relaxation_step": offer.relaxation_step,
+    }
+
+
+def contact_from_props(p: Mapping[str, Any]) -> ContactRecord:
+    names = p.get("skill_names") or []
+    levels = p.get("skill_levels") or []
+    created_at = _epoch(p.get("created_at")) or (p.get("created_ms", 0) / 1000.0)
+    spec = ContactSpec(
+        id=p["id"],
+        channel=p["channel"],
+        created_at=created_at,
+        customer_id=p.get("customer_id"),
+        topic=p.get("topic"),
+        intent=p.get("intent"),
+        language=p.get("language"),
+        required_skills=tuple(SkillNeed(n, int(level)) for n, level in zip(names, levels, strict=False)),
+        priority=int(p.get("priority") or 0),
+        team=p.get("team"),
+        preferred_agent_id=p.get("preferred_agent_id"),
+        preferred_wait=float(p.get("preferred_wait") or 0.0),
+        sentiment=p.get("sentiment"),
+        case_id=p.get("case_id"),
+        declined_by=frozenset(p.get("declined_by") or ()),
+        relaxation=p.get("relaxation") or "",
+    )
+    offer = None
+    if p.get("offer_id") and p.get("agent_id"):
+        raw_explanation = p.get("explanation")
+        offer = OfferInfo(
+            offer_id=p["offer_id"],
+            agent_id=p["agent_id"],
+            score=float(p.get("score") or 0.0),
+            offered_at=_epoch(p.get("offered_at")) or 0.0,
+            expires_at=_epoch(p.get("offer_expires_at")) or 0.0,
+            mode=AssignmentMode(p.get("offer_mode") or "direct"),
+            relaxation_step=int(p.get("relaxation_step") or 0),
+            attempt=int(p.get("offer_attempt") or 1),
+            explanation=Explanation.from_json(raw_explanation) if raw_explanation else None,
+        )
+    identity = None
+    if p.get("identity_kind") and p.get("identity_value"):
+        identity = IdentityRef(p["identity_kind"], p["identity_value"], bool(p.get("identity_verified")))
+    attributes = json.loads(p["attributes"]) if p.get("attributes") else {}
+    return ContactRecord(
+        spec=spec,
+        state=ContactState(p["state"]),
+        identity=identity,
+        offer=offer,
+        agent_id=p.get("agent_id"),
+        accepted_at=_epoch(p.get("accepted_at")),
+        ended_at=_epoch(p.get("ended_at")),
+        outcome=p.get("outcome"),
+        csat=p.get("csat"),
+        notes=p.get("notes"),
+        handle_seconds=p.get("handle_seconds"),
+        end_sentiment=p.get("end_sentiment"),
+        attributes=attributes,
+        event_id=p.get("event_id"),
+        last_offer_end=p.get("last_offer_end"),
+        end_reason=p.get("end_reason"),
+        attempts=int(p.get("offer_attempt") or 0),
+    )
+
+
+def _tallies(records: Iterable[Mapping[str, Any]]) -> dict[str | None, dict[str, OutcomeTally]]:
+    """Per value (None: interactions without one), per agent."""
+    out: dict[str | None, dict[str, OutcomeTally]] = {}
+    for r in records:
+        samples = tuple(Sample(s[0], s[1], _epoch(s[2]), s[3], s[4]) for s in r["samples"] if s is not None)
+        value = None if r["value"] is None else str(r["value"])
+        out.setdefault(value, {})[r["agent"]] = OutcomeTally(
+            int(r["contacts"]), int(r["resolved"]), float(r["csat_sum"]), int(r["csat_count"]), samples
+        )
+    return out
+
+
+# ---------------------------------------------------------------- adapter
+
+
+class RouterGraph:
+    """The router's view of the customer graph. Thread-safe (the driver pools connections)."""
+
+    def __init__(self, driver: neo4j.Driver, database: str = "neo4j", *, ageing_seconds: float = 60.0) -> None:
+        self._driver = driver
+        self._database = database
+        self.ageing_seconds = ageing_seconds
+
+    # -- plumbing
+
+    def run(self, text: str, params: Mapping[str, Any], *, write: bool, what: str) -> list[neo4j.Record]:
+        """One statement, one transaction, within the current deadline; transient failures retried."""
+        attempt = 0
+        connection_failures = 0
+        while True:
+            left = deadline.check(what)
+            try:
+                with self._driver.session(
+                    database=self._database,
+                    default_access_mode=neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS,
+                    # Properties absent from a young graph (segment, owner_agent_id) are expected.
+                    notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
+                ) as session:
+                    result = session.run(neo4j.Query(text, timeout=max(0.001, left)), dict(params))  # type: ignore[arg-type]
+                    return list(result)
+            except ConstraintError:
+                raise
+            except (ServiceUnavailable, SessionExpired):
+                connection_failures += 1
+                if connection_failures > _MAX_CONNECTION_RETRIES:
+                    raise
+            except TransientError as exc:
+                if not exc.is_retryable():
+                    raise
+            except Neo4jError as exc:
+                if exc.is_retryable():
+                    pass
+                else:
+                    raise
+            pause = _RETRY_BACKOFF[min(attempt, len(_RETRY_BACKOFF) - 1)]
+            attempt += 1
+            if deadline.remaining() <= pause * 2:
+                raise deadline.DeadlineExceeded(f"graph busy or unreachable during {what}")
+            time.sleep(pause)
+
+    def read(self, text: str, what: str, **params: Any) -> list[neo4j.Record]:
+        return self.run(text, params, write=False, what=what)
+
+    def write(self, text: str, what: str, **params: Any) -> list[neo4j.Record]:
+        return self.run(text, params, write=True, what=what)
+
+    def ping(self) -> None:
+        self.read("RETURN 1", "ping")
+
+    # -- agents
+
+    def upsert_agent(self, agent: AgentRecord, status: AgentStatus | None, now: float) -> tuple[AgentRecord, bool]:
+        skills = [{"name": n, "level": level} for n, level in sorted(agent.skills.items())]
+        records = self.write(
+            UPSERT_AGENT,
+            "upsert agent",
+            id=agent.id,
+            now=_now_dt(now),
+            rev=rev(now),
+            display_name=agent.display_name,
+            languages=list(agent.languages),
+            teams=list(agent.teams),
+            skill_names=[s["name"] for s in skills],
+            skill_levels=[s["level"] for s in skills],
+            skills=skills,
+            channels=sorted(ch for ch, cap in agent.capacity.items() if cap > 0),
+            capacity={f"capacity_{ch}": int(agent.capacity.get(ch, 0)) for ch in CHANNELS},
+            status=status.value if status else None,
+        )
+        return agent_from_props(records[0]["agent"]), bool(records[0]["created"])
+
+    def set_agent_status(self, agent_id: str, status: AgentStatus, now: float) -> tuple[AgentRecord, str | None] | None:
+        records = self.write(
+            SET_AGENT_STATUS, "set agent status", id=agent_id, status=status.value, now=_now_dt(now), rev=rev(now)
+        )
+        if not records:
+            return None
+        return agent_from_props(records[0]["agent"]), records[0]["before"]
+
+    def get_agent(self, agent_id: str) -> AgentRecord | None:
+        records = self.read(GET_AGENT, "get agent", id=agent_id)
+        return agent_from_props(records[0]["agent"]) if records else None
+
+    def list_agents(self, team: str | None, status: AgentStatus | None, after: str, limit: int) -> list[AgentRecord]:
+        records = self.read(
+            LIST_AGENTS,
+            "list agents",
+            team=team,
+            status=status.value if status else None,
+            after=after,
+            limit=limit,
+        )
+        return [agent_from_props(r["agent"]) for r in records]
+
+    def agents_changed_since(self, since_rev: int) -> list[AgentRecord]:
+        """Agents whose router-owned properties changed at or after `since_rev` (ms)."""
+        return [agent_from_props(r["agent"]) for r in self.read(AGENTS_CHANGED, "read agents", since=since_rev)]
+
+    # -- customers
+
+    def _windows(self, now: float, params: ScoringParams) -> dict[str, datetime]:
+        return {
+            "effort_since": _now_dt(now - params.effort_days * DAY),
+            "history_since": _now_dt(now - 3 * params.continuity_days * DAY),
+        }
+
+    def customer_by_id(self, customer_id: str, now: float, params: ScoringParams) -> CustomerContext | None:
+        records = self.read(CUSTOMER_BY_ID, "read customer", id=customer_id, **self._windows(now, params))
+        return customer_from_record(records[0]) if records else None
+
+    def customer_by_identity(self, key: str, now: float, params: ScoringParams) -> CustomerContext | None:
+        records = self.read(CUSTOMER_BY_IDENTITY, "resolve customer", key=key, **self._windows(now, params))
+        return customer_from_record(records[0]) if records else None
+
+    def customers(self, ids: Sequence[str], now: float, params: ScoringParams) -> dict[str, CustomerContext]:
+        if not ids:
+            return {}
+        records = self.read(CUSTOMERS_BY_ID, "read customers", ids=sorted(set(ids)), **self._windows(now, params))
+        return {r["wanted"]: customer_from_record(r) for r in records}
+
+    # -- contacts
+
+    def get_contact(self, contact_id: str) -> ContactRecord | None:
+        records = self.read(GET_CONTACT, "get contact", id=contact_id)
+        return contact_from_props(records[0]["contact"]) if records else None
+
+    @staticmethod
+    def _keys(channel: str) -> dict[str, str]:
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        return {"active_key": f"active_{channel}", "capacity_key": f"capacity_{channel}"}
+
+    def reserve_new(
+        self, props: Mapping[str, Any], offer: OfferInfo, channel: str, now: float
+    ) -> tuple[bool, AgentRecord | None]:
+        """Creates the contact offered to `offer.agent_id` if the agent still has room; atomic."""
+        contact = {**props, **{k: v for k, v in offer_props(offer).items() if v is not None}, "offer_attempt": 1}
+        try:
+            records = self.write(
+                RESERVE_NEW,
+                "reserve agent",
+                agent_id=offer.agent_id,
+                contact=contact,
+                now=_now_dt(now),
+                rev=rev(now),
+                **self._keys(channel),
+            )
+        except ConstraintError as exc:
+            raise ContactExists(props["id"]) from exc
+        if not records:
+            return False, None
+        return bool(records[0]["ok"]), agent_from_props(records[0]["agent"])
+
+    def reserve_waiting(
+        self, contact_id: str, offer: OfferInfo, channel: str, now: float
+    ) -> tuple[bool, bool, bool, ContactRecord | None, AgentRecord | None]:
+        """Offers a waiting contact to `offer.agent_id`; atomic. The offer id is the graph's.
+
+        Returns (offered, contact still waiting, agent declined it before, contact, agent).
+        """
+        records = self.write(
+            RESERVE_WAITING,
+            "reserve agent",
+            contact_id=contact_id,
+            agent_id=offer.agent_id,
+            offer={k: v for k, v in offer_props(offer).items() if v is not None},
+            now=_now_dt(now),
+            rev=rev(now),
+            **self._keys(channel),
+        )
+        if not records:
+            return False, False, False, None, None
+        r = records[0]
+        return (
+            bool(r["ok"]),
+            bool(r["waiting"]),
+            bool(r["declined"]),
+            contact_from_props(r["contact"]),
+            agent_from_props(r["agent"]) if r["agent"] else None,
+        )
+
+    def enqueue(self, props: Mapping[str, Any]) -> tuple[int, int]:
+        """Stores a waiting contact; returns (position, waiting) in its channel and team."""
+        try:
+            records = self.write(ENQUEUE, "enqueue contact", contact=dict(props), ageing=self.ageing_seconds)
+        except ConstraintError as exc:
+            raise ContactExists(props["id"]) from exc
+        return int(records[0]["position"]), int(records[0]["waiting"])
+
+    def queue_position(self, contact_id: str) -> tuple[int, int] | None:
+        records = self.read(QUEUE_POSITION, "queue position", contact_id=contact_id, ageing=self.ageing_seconds)
+        return (int(records[0]["position"]), int(records[0]["waiting"])) if records else None
+
+    def release_offer(
+        self, contact_id: str, offer_id: str, *, agent_id: str | None, reason: str, note: str | None, now: float
+    ) -> tuple[bool, ContactRecord | None, AgentRecord | None]:
+        records = self.write(
+            RELEASE_OFFER,
+            "release offer",
+            contact_id=contact_id,
+            offer_id=offer_id,
+            agent_id=agent_id,
+            reason=reason,
+            note=note,
+            now=_now_dt(now),
+            rev=rev(now),
+        )
+        if not records:
+            return False, None, None
+        r = records[0]
+        return bool(r["ok"]), contact_from_props(r["contact"]), agent_from_props(r["agent"]) if r["agent"] else None
+
+    def accept_offer(
+        self, contact_id: str, offer_id: str, agent_id: str, now: float
+    ) -> tuple[bool, ContactRecord | None]:
+        records = self.write(
+            ACCEPT_OFFER, "accept offer", contact_id=contact_id, offer_id=offer_id, agent_id=agent_id, now=_now_dt(now)
+        )
+        if not records:
+            return False, None
+        return bool(records[0]["ok"]), contact_from_props(records[0]["contact"])
+
+    def complete(
+        self, contact_id: str, agent_id: str | None, ending: Mapping[str, Any], event_id: str, now: float
+    ) -> tuple[str | None, bool, ContactRecord | None, AgentRecord | None]:
+        records = self.write(
+            COMPLETE_CONTACT,
+            "complete contact",
+            contact_id=contact_id,
+            agent_id=agent_id,
+            ending={"handle_seconds": None, **{k: v for k, v in ending.items()}},
+            event_id=event_id,
+            now=_now_dt(now),
+            rev=rev(now),
+        )
+        if not records:
+            return None, False, None, None
+        r = records[0]
+        return (
+            r["before"],
+            bool(r["ok"]),
+            contact_from_props(r["contact"]),
+            agent_from_props(r["agent"]) if r["agent"] else None,
+        )
+
+    def cancel(
+        self, contact_id: str, reason: str | None, event_id: str, now: float
+    ) -> tuple[str | None, bool, ContactRecord | None, AgentRecord | None]:
+        records = self.write(
+            CANCEL_CONTACT,
+            "cancel contact",
+            contact_id=contact_id,
+            reason=reason,
+            event_id=event_id,
+            now=_now_dt(now),
+            rev=rev(now),
+        )
+        if not records:
+            return None, False, None, None
+        r = records[0]
+        return (
+            r["before"],
+            bool(r["ok"]),
+            contact_from_props(r["contact"]),
+            agent_from_props(r["agent"]) if r["agent"] else None,
+        )
+
+    def expired_offers(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        records = self.read(EXPIRED_OFFERS, "find expired offers", now=_now_dt(now), limit=limit)
+        return [(r["id"], r["offer_id"]) for r in records]
+
+    def offers_for_agents(self, agent_ids: Sequence[str]) -> list[ContactRecord]:
+        if not agent_ids:
+            return []
+        records = self.read(OFFERS_FOR_AGENTS, "read offers", agents=list(agent_ids))
+        return [contact_from_props(r["contact"]) for r in records]
+
+    def offered_to(self, agent_id: str) -> list[ContactRecord]:
+        return [contact_from_props(r["contact"]) for r in self.read(OFFERED_TO_AGENT, "read offers", agent_id=agent_id)]
+
+    def waiting_for_batch(self, channels: Sequence[str], teams: Sequence[str], limit: int) -> list[ContactRecord]:
+        records = self.read(
+            WAITING_FOR_BATCH,
+            "read queue",
+            channels=list(channels),
+            teams=list(teams),
+            limit=limit,
+            ageing=self.ageing_seconds,
+        )
+        return [contact_from_props(r["contact"]) for r in records]
+
+    def queue(self, channel: str | None, team: str | None, limit: int) -> tuple[list[ContactRecord], int]:
+        records = self.read(QUEUE, "read queue", channel=channel, team=team, limit=limit, ageing=self.ageing_seconds)
+        if not records:
+            return [], 0
+        return [contact_from_props(p) for p in records[0]["contacts"]], int(records[0]["total"])
+
+    def queue_depth(self) -> dict[str, int]:
+        return {r["channel"]: int(r["waiting"]) for r in self.read(QUEUE_DEPTH, "queue depth")}
+
+    # -- outbox
+
+    def outbox_due(self, before: float, now: float, limit: int = 100) -> list[ContactRecord]:
+        """Contacts whose event is unpublished since before `before`; claimed until the next retry."""
+        records = self.write(OUTBOX_DUE, "claim outbox", before=_now_dt(before), now=_now_dt(now), limit=limit)
+        return [contact_from_props(r["contact"]) for r in records]
+
+    def outbox_done(self, contact_ids: Sequence[str], now: float) -> None:
+        if contact_ids:
+            self.write(OUTBOX_DONE, "mark events published", ids=list(contact_ids), now=_now_dt(now))
+
+    # -- statistics
+
+    def performance(self, now: float, params: ScoringParams) -> Performance:
+        since = _now_dt(now - params.stats_lookback_days * DAY)
+        tallies: dict[tuple[str, str], dict[str, OutcomeTally]] = {}
+        overall: dict[str, OutcomeTally] = {}
+        for dim, query in (
+            ("topic", STATS_BY_TOPIC),
+            ("segment", STATS_BY_SEGMENT),
+            ("device_model", STATS_BY_DEVICE_MODEL),
+        ):
+            for value, per_agent in _tallies(self.read(query, f"agent outcomes by {dim}", since=since)).items():
+                if dim == "topic":  # every interaction has exactly one topic row: the agent's overall record
+                    for agent_id, t in per_agent.items():
+                        overall[agent_id] = overall.get(agent_id, OutcomeTally()) + t
+                if value is not None:
+                    tallies[(dim, value)] = per_agent
+        handle = {
+            r["channel"]: float(r["seconds"])
+            for r in self.read(HANDLE_TIMES, "handle times", since=_now_dt(now - DAY))
+            if r["channel"] and r["seconds"] is not None and r["contacts"] >= 5
+        }
+        return Performance(tallies, overall, handle, computed_at=now)

@@ -1,0 +1,1 @@
+"""Pure routing logic: eligibility, relaxation, scoring, assignment, queue rules. No I/O."""

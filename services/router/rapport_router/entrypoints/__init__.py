@@ -1,0 +1,1 @@
+"""The gRPC servicer and the server process."""
