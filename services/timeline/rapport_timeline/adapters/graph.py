@@ -168,6 +168,18 @@ def _page_cypher(query: PageQuery) -> tuple[str, dict[str, Any]]:
     return text, params
 
 
+class _AutoCommit:
+    """Looks like a transaction to the query code; runs each query as an auto-commit read with
+    the server-side timeout the caller's deadline allows."""
+
+    def __init__(self, session: neo4j.Session, timeout: float) -> None:
+        self._session = session
+        self._timeout = timeout
+
+    def run(self, text: str, parameters: dict[str, Any] | None = None, **kwargs: Any) -> neo4j.Result:
+        return self._session.run(neo4j.Query(text, timeout=self._timeout), parameters, **kwargs)  # type: ignore[arg-type]
+
+
 class Neo4jTimelineGraph:
     """Reads timelines from Neo4j. Every method takes the seconds it may use at most."""
 
@@ -179,7 +191,8 @@ class Neo4jTimelineGraph:
     # -- the one way a query runs -----------------------------------------------------------
 
     def _read(self, work: Callable[[neo4j.ManagedTransaction], T], timeout: float | None) -> T:
-        """Runs `work` in a read transaction that ends within `timeout` seconds.
+        """Runs `work` within `timeout` seconds; each of its queries is one auto-commit read
+        transaction (one network round trip; every read here is a single query, bar merge hops).
 
         Retries connection and transient failures while time is left, then raises Unavailable;
         the driver's own retry loop is not used because it does not know the caller's deadline.
@@ -192,19 +205,14 @@ class Neo4jTimelineGraph:
             if remaining <= 0:
                 raise Unavailable("customer graph did not answer within the call's deadline")
             try:
-                with (
-                    self._driver.session(
-                        database=self._database,
-                        default_access_mode=neo4j.READ_ACCESS,
-                        connection_acquisition_timeout=remaining,
-                        # Optional properties are often absent; skip the "unknown property" notices.
-                        notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
-                    ) as session,
-                    session.begin_transaction(timeout=max(remaining, 0.01)) as tx,
-                ):
-                    result = work(tx)  # type: ignore[arg-type]
-                    tx.commit()
-                    return result
+                with self._driver.session(
+                    database=self._database,
+                    default_access_mode=neo4j.READ_ACCESS,
+                    connection_acquisition_timeout=remaining,
+                    # Optional properties are often absent; skip the "unknown property" notices.
+                    notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
+                ) as session:
+                    return work(_AutoCommit(session, max(remaining, 0.01)))  # type: ignore[arg-type]
             except _RETRYABLE as exc:
                 remaining = deadline - time.monotonic()
                 if remaining <= delay:

@@ -34,11 +34,7 @@ class TimelineServicer(timeline_pb2_grpc.TimelineServiceServicer):
                 page_token=request.page_token,
                 deadline=deadline,
             )
-            return timeline_pb2.ListInteractionsResponse(
-                customer_id=customer_id,
-                interactions=[messages.interaction(i) for i in page.interactions],
-                next_page_token=page.next_page_token,
-            )
+            return messages.list_response(customer_id, page.interactions, page.next_page_token)
 
     def GetInteraction(
         self, request: timeline_pb2.GetInteractionRequest, context: grpc.ServicerContext
