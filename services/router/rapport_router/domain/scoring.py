@@ -15,10 +15,12 @@ score is the weighted sum divided by the sum of the weights in play, so a perfec
   agent's strength, so pressing contacts go to the strongest agents.
 - preferred_agent: 1 for the agent the caller prefers (only when one is named).
 
-Default weights: continuity and affinity together outweigh one skill level (0.2 x 0.3 = 0.06)
-so a customer goes back to the agent who knows their issue, but not a jump from novice to
-expert; idle time breaks ties without overriding fit. The routing-quality bench (issue 7)
-tunes them.
+Default weights: one skill level is worth 0.3 x 0.2 = 0.06. A single past contact that went
+clearly well or badly with an agent (affinity about ±0.35 x 0.25), or the agent having resolved
+the customer's issue recently (continuity about 0.7 x 0.2), outweighs one skill level, so a
+customer goes back to the agent who knows their issue and away from one who failed them; none
+of them outweighs a jump from novice to expert. Idle time breaks ties without overriding fit.
+The routing-quality bench (issue 7) tunes them.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ MAX_RUNNER_UPS = 3
 @dataclass(frozen=True)
 class Weights:
     skill: float = 0.30
-    affinity: float = 0.20
+    affinity: float = 0.25
     similar_customers: float = 0.15
     continuity: float = 0.20
     idle_time: float = 0.05
@@ -171,12 +173,13 @@ def affinity_value(served: ServedBy, now: float, half_life_days: float) -> float
     """In [-1, 1]: how much better than a coin toss this customer fared with the agent."""
     if served.contacts <= 0:
         return 0.0
-    resolution = (served.resolved + 1) / (served.contacts + 2)
+    resolution = (served.resolved + 0.5) / (served.contacts + 1)
     quality = resolution
     if served.csat_count > 0:
         satisfaction = (served.csat_sum / served.csat_count - 1) / 4
         quality = 0.6 * resolution + 0.4 * satisfaction
-    confidence = 1 - math.exp(-served.contacts / 2)
+    # One contact is half the evidence; three are nearly all of it.
+    confidence = 1 - math.exp(-served.contacts / 1.5)
     freshness = decay(now - served.last_at, half_life_days) if served.last_at is not None else 0.5
     return max(-1.0, min(1.0, (quality - 0.5) * 2 * confidence * freshness))
 
