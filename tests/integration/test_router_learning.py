@@ -19,8 +19,8 @@ from test_router_support import (  # type: ignore[import-not-found]
 from rapport.settings import KafkaSettings, Neo4jSettings
 from rapport.v1 import events_pb2 as ev
 from rapport.v1 import router_pb2 as rt
-from rapport_router.domain.scoring import Weights
 from rapport_profile.worker_process import WorkerProcess, free_port, worker_env
+from rapport_router.domain.scoring import Weights
 
 pytestmark = pytest.mark.e2e
 
