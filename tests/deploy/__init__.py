@@ -1,0 +1,1 @@
+"""Offline checks of deploy/: the image recipe and every kustomize overlay."""
