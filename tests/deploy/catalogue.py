@@ -43,6 +43,13 @@ class RapportService:
         return Listener(holder.web_host, holder.web_port, float(getattr(holder, "transaction_timeout", 0)) + 10)
 
 
+@dataclass(frozen=True)
+class RapportJob:
+    name: str
+    entry: str  # what its container runs with python -m
+    image_target: str  # whose image it borrows
+
+
 SERVICES = (
     RapportService("rapport-profile-worker", "rapport_profile.worker", "profile-worker", grpc=False),
     RapportService("rapport-profile", "rapport_profile", "profile", grpc=True),
@@ -50,6 +57,12 @@ SERVICES = (
     RapportService("rapport-router", "rapport_router", "router", grpc=True),
 )
 AUTOSCALED = ("rapport-router", "rapport-timeline")
+JOBS = (RapportJob("rapport-provision", "rapport.provision", "profile-worker"),)
+# (kind, name, python -m entry) of every Rapport workload whose settings come from the environment.
+WORKLOADS = (
+    *(("Deployment", s.deployment, s.entry) for s in SERVICES),
+    *(("Job", j.name, j.entry) for j in JOBS),
+)
 
 
 def _objects(roots: list[object]) -> Iterator[object]:

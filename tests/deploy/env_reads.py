@@ -186,11 +186,19 @@ class SettingsScan:
     modules: set[str] = field(default_factory=set)
 
 
+def _calls_its_loaders(module: str, entry_module: str) -> bool:
+    """A service loads its settings anywhere in its own package; a tool of the shared `rapport`
+    package (python -m rapport.provision) in its own module, the rest being library code."""
+    package = entry_module.split(".", maxsplit=1)[0]
+    if package == "rapport":
+        return module == entry_module
+    return module.split(".", maxsplit=1)[0] == package
+
+
 @functools.cache
 def scan(entry: str) -> SettingsScan:
-    service_package = entry.split(".", maxsplit=1)[0]
-    found = SettingsScan()
     entry_module = _entry_module(entry)
+    found = SettingsScan()
     pending = [entry_module]
     while pending:
         name = pending.pop()
@@ -204,7 +212,7 @@ def scan(entry: str) -> SettingsScan:
         package = name if is_package else name.rpartition(".")[0]
         tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
         found.literal_reads |= _literal_environ_reads(tree)
-        if name.split(".", maxsplit=1)[0] == service_package:
+        if _calls_its_loaders(name, entry_module):
             calls = [
                 node
                 for node in ast.walk(tree)

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from .catalogue import AUTOSCALED, SERVICES, RapportService
+from .catalogue import AUTOSCALED, JOBS, SERVICES, WORKLOADS, RapportService
 from .env_reads import env_vars_read, load_settings, otel_variables
 from .rendering import (
     Obj,
@@ -24,15 +24,20 @@ pytestmark = pytest.mark.unit
 
 OVERLAYS = overlays()
 CASES = [pytest.param(o, s, id=f"{o}-{s.deployment}") for o in OVERLAYS for s in SERVICES]
+WORKLOAD_CASES = [pytest.param(o, *w, id=f"{o}-{w[1]}") for o in OVERLAYS for w in WORKLOADS]
 WILDCARD_HOSTS = {"0.0.0.0", "[::]", "::"}
 CREDENTIAL = re.compile(r"PASSWORD|SECRET|TOKEN$|_KEY$")
 FILE_SETTING = re.compile(r"(_FILE|_CAFILE|_CERTFILE|_KEYFILE)$")
 
 
-def _deployment(overlay: str, service: RapportService) -> tuple[Rendered, Obj, Obj]:
+def _workload(overlay: str, kind: str, name: str) -> tuple[Rendered, Obj, Obj]:
     rendered = render(f"overlays/{overlay}")
-    deployment = rendered.get("Deployment", service.deployment)
-    return rendered, deployment, pod_spec(deployment)["containers"][0]
+    workload = rendered.get(kind, name)
+    return rendered, workload, pod_spec(workload)["containers"][0]
+
+
+def _deployment(overlay: str, service: RapportService) -> tuple[Rendered, Obj, Obj]:
+    return _workload(overlay, "Deployment", service.deployment)
 
 
 def _settings(overlay: str, service: RapportService) -> list[object]:
@@ -52,20 +57,20 @@ def _bytes(quantity: str) -> float:
     return float(quantity)
 
 
-@pytest.mark.parametrize(("overlay", "service"), CASES)
-def test_the_deployment_sets_exactly_the_variables_the_settings_read(overlay, service):
-    rendered, _, container = _deployment(overlay, service)
+@pytest.mark.parametrize(("overlay", "kind", "name", "entry"), WORKLOAD_CASES)
+def test_the_workload_sets_exactly_the_variables_the_settings_read(overlay, kind, name, entry):
+    rendered, _, container = _workload(overlay, kind, name)
     declared = container_env(rendered, container)
     names = [v.name for v in declared]
     assert len(names) == len(set(names)), f"declared twice: {sorted({n for n in names if names.count(n) > 1})}"
 
-    read = env_vars_read(service.entry)
+    read = env_vars_read(entry)
     rapport = {n for n in names if n.startswith("RAPPORT_")}
     missing, unread = sorted(read - rapport), sorted(rapport - read)
     assert not missing and not unread, (
-        f"{service.deployment} ({overlay}): the settings read {missing or 'nothing more'} but the manifests do "
+        f"{kind} {name} ({overlay}): the settings read {missing or 'nothing more'} but the manifests do "
         f"not set them; the manifests set {unread or 'nothing more'} that no setting reads. Settings live in "
-        "deploy/k8s/base/config/*.env, credentials in the Deployment's env (secretKeyRef)."
+        "deploy/k8s/base/config/*.env, credentials in the workload's env (secretKeyRef)."
     )
 
     # Besides Rapport's settings: standard OTEL_* variables, and downward-API values that exist
@@ -80,17 +85,20 @@ def test_the_deployment_sets_exactly_the_variables_the_settings_read(overlay, se
 
 
 @pytest.mark.parametrize(("overlay", "service"), CASES)
-def test_the_service_accepts_its_rendered_configuration(overlay, service):
-    """The service's own settings loader parses every rendered value (ports, weights, policies...)."""
-    settings = _settings(overlay, service)
-    assert settings, f"{service.entry}: no settings loader found"
-    listener = service.listener(settings)
+def test_the_service_listens_beyond_loopback(overlay, service):
+    listener = service.listener(_settings(overlay, service))
     assert listener.host in WILDCARD_HOSTS, f"listening on {listener.host}: unreachable from the kubelet and peers"
 
 
-@pytest.mark.parametrize(("overlay", "service"), CASES)
-def test_credentials_come_only_from_secrets(overlay, service):
-    rendered, _, container = _deployment(overlay, service)
+@pytest.mark.parametrize(("overlay", "kind", "name", "entry"), WORKLOAD_CASES)
+def test_the_settings_accept_the_rendered_configuration(overlay, kind, name, entry):
+    rendered, _, container = _workload(overlay, kind, name)
+    assert load_settings(entry, runtime_env(rendered, container)), f"{entry}: no settings loader found"
+
+
+@pytest.mark.parametrize(("overlay", "kind", "name", "entry"), WORKLOAD_CASES)
+def test_credentials_come_only_from_secrets(overlay, kind, name, entry):
+    rendered, _, container = _workload(overlay, kind, name)
     for var in container_env(rendered, container):
         if CREDENTIAL.search(var.name):
             assert var.source == "secret", f"{var.name} must come from a secretKeyRef, not {var.source}"
@@ -103,10 +111,10 @@ def test_credentials_come_only_from_secrets(overlay, service):
         assert not [k for k in cm.get("data", {}) if CREDENTIAL.search(k)], f"credentials in ConfigMap {cm}"
 
 
-@pytest.mark.parametrize(("overlay", "service"), CASES)
-def test_every_file_a_setting_names_is_mounted(overlay, service):
-    rendered, deployment, container = _deployment(overlay, service)
-    volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+@pytest.mark.parametrize(("overlay", "kind", "name", "entry"), WORKLOAD_CASES)
+def test_every_file_a_setting_names_is_mounted(overlay, kind, name, entry):
+    rendered, workload, container = _workload(overlay, kind, name)
+    volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
     mounts = {m["mountPath"].rstrip("/"): volumes[m["name"]] for m in container.get("volumeMounts", [])}
     for name, value in runtime_env(rendered, container).items():
         if not FILE_SETTING.search(name) or not value:
@@ -163,7 +171,7 @@ def test_termination_grace_outlasts_the_drain(overlay, service):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_workload_is_hardened(overlay):
     rendered = render(f"overlays/{overlay}")
-    workloads = rendered.of_kind("Deployment") + rendered.of_kind("StatefulSet")
+    workloads = rendered.of_kind("Deployment") + rendered.of_kind("StatefulSet") + rendered.of_kind("Job")
     assert workloads
     for workload in workloads:
         name = f"{workload['kind']}/{workload['metadata']['name']}"
@@ -196,10 +204,10 @@ def test_every_workload_is_hardened(overlay):
             assert not image.endswith(":latest"), where
 
 
-@pytest.mark.parametrize(("overlay", "service"), CASES)
-def test_python_services_get_a_writable_tmp_and_nothing_else(overlay, service):
-    _, deployment, container = _deployment(overlay, service)
-    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+@pytest.mark.parametrize(("overlay", "kind", "name", "entry"), WORKLOAD_CASES)
+def test_python_workloads_get_a_writable_tmp_and_read_only_mounts(overlay, kind, name, entry):
+    _, workload, container = _workload(overlay, kind, name)
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     for path, volume in mounts.items():
@@ -275,3 +283,16 @@ def _kafka(settings: list[object]) -> list[Any]:
     from .catalogue import _find
 
     return _find(settings, KafkaSettings)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_jobs_run_their_module_from_a_rapport_image_and_retry(overlay):
+    rendered = render(f"overlays/{overlay}")
+    for job in JOBS:
+        spec = rendered.get("Job", job.name)["spec"]
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["command"] == ["/opt/rapport/bin/python", "-m", job.entry]
+        worker = rendered.get("Deployment", next(s.deployment for s in SERVICES if s.target == job.image_target))
+        assert container["image"] == pod_spec(worker)["containers"][0]["image"], "the same build as the services"
+        assert spec["template"]["spec"]["restartPolicy"] == "OnFailure" and spec["backoffLimit"] >= 5
+        assert spec["ttlSecondsAfterFinished"] > 0, "finished Jobs make way for the next apply"
