@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-CACHE = Path(os.environ.get("RAPPORT_CACHE", Path.home() / ".cache" / "rapport"))
+CACHE = Path(os.environ.get("RAPPORT_TOOLS_CACHE", Path.home() / ".cache" / "rapport"))
 
 # Pinned tools and schemas; `make deploy-tools` fetches them (see the Makefile).
 KUSTOMIZE_VERSION = "v5.8.1"
