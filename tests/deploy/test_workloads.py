@@ -103,10 +103,13 @@ def test_credentials_come_only_from_secrets(overlay, kind, name, entry):
         if CREDENTIAL.search(var.name):
             assert var.source == "secret", f"{var.name} must come from a secretKeyRef, not {var.source}"
             assert var.secret is not None
+            provided = secret_is_provided(rendered, var.secret[0])
             if not var.optional:
-                assert secret_is_provided(rendered, var.secret[0]), (
+                assert provided, (
                     f"Secret {var.secret[0]} is neither generated nor named in overlays/{overlay}/kustomization.yaml"
                 )
+            else:
+                assert not provided, f"{var.name}: {var.secret[0]} is provided here, so the reference must be required"
     for cm in rendered.of_kind("ConfigMap"):
         assert not [k for k in cm.get("data", {}) if CREDENTIAL.search(k)], f"credentials in ConfigMap {cm}"
 
