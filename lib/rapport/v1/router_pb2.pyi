@@ -861,7 +861,11 @@ class Offer(_message.Message):
     attempt: _builtins.int
     """1 for the first offer of the contact, 2 after one rejection or timeout, ..."""
     @_builtins.property
-    def explanation(self) -> Global___Explanation: ...
+    def explanation(self) -> Global___Explanation:
+        """In RouteContact, GetContact, RejectOffer, GetQueue and StreamOffers answers; left out of
+        the answers to AcceptOffer, CompleteContact and CancelContact (GetContact has it).
+        """
+
     @_builtins.property
     def offered_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

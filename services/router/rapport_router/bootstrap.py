@@ -51,6 +51,7 @@ class RouterApp:
         """Starts the outbox, the offer-stream poller and (unless told not to) the dispatcher loop."""
         self.outbox.start()
         self.broker.start()
+        self.router.roster.start()
         if background:
             try:
                 self.dispatcher.refresh_stats()
@@ -63,6 +64,7 @@ class RouterApp:
         """Stops the loops (offer streams end), flushes pending events, closes the driver."""
         self.broker.stop()
         self.dispatcher.stop()
+        self.router.roster.stop()
         self.outbox.stop()
         if self.owns_driver:
             self.driver.close()
@@ -83,7 +85,8 @@ def build(
     broker = OfferBroker(graph, poll=config.stream_poll, graph_timeout=config.request_timeout)
 
     def kafka() -> EventSink:
-        return InteractionPublisher(config.kafka, client_id="rapport-router")
+        # Ending events are small: compressing them (in pure Python) costs more than it saves.
+        return InteractionPublisher(config.kafka, client_id="rapport-router", compression_type=None)
 
     outbox = Outbox(
         graph,

@@ -31,7 +31,7 @@ from rapport_router.domain.model import AssignmentMode, ContactState, CustomerCo
 from rapport_router.domain.performance import PerformanceHolder
 from rapport_router.domain.queue import effective_priority
 from rapport_router.domain.relaxation import Requirements
-from rapport_router.domain.roster import eligible
+from rapport_router.domain.roster import IntArray, Roster, eligible
 from rapport_router.domain.scoring import Match
 from rapport_router.routing import Router, policy_of
 
@@ -68,11 +68,22 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._queue_depth = metrics.queue_depth()
         self._next_depth = 0.0
+        self._next_expiry = 0.0
+        # Whether the last look found contacts waiting; completions only wake the loop when so,
+        # so a busy router without a queue does not read it after every completion.
+        self._maybe_waiting = True
         self.rounds = 0
         router.on_capacity_freed = self.wake
+        router.on_queued = self.note_waiting
 
     def wake(self) -> None:
-        self._wake.set()
+        """Capacity freed: assign at once if anyone may be waiting (else the next tick looks)."""
+        if self._maybe_waiting:
+            self._wake.set()
+
+    def note_waiting(self) -> None:
+        """A contact joined the queue (in this process)."""
+        self._maybe_waiting = True
 
     def start(self, *, refresh_stats_now: bool = True) -> None:
         if refresh_stats_now:
@@ -124,7 +135,9 @@ class Dispatcher:
     def round(self) -> BatchResult:
         self.rounds += 1
         with deadline_scope(max(self.config.request_timeout, 2 * self.config.tick)):
-            self.expire_offers()
+            if time.monotonic() >= self._next_expiry:
+                self._next_expiry = time.monotonic() + self.config.tick
+                self.expire_offers()
             result = self.assign_waiting()
             now = time.monotonic()
             if now >= self._next_depth:
@@ -147,13 +160,19 @@ class Dispatcher:
 
     def assign_waiting(self) -> BatchResult:
         """Waiting contacts and free capacity, matched together by optimal assignment."""
-        roster = self.router.roster.fresh(since=self.clock() - self.config.tick)
-        free = {ch: roster.free_slots(ch) for ch in roster.capacity}
-        free = {ch: slots for ch, slots in free.items() if slots.any()}
+        # Cheap first: is anyone waiting for the room this process believes there is?
+        roster = self.router.roster.get()
+        free, teams = _room(roster)
         if not free:
             return BatchResult(0, [])
-        with_room = np.logical_or.reduce([slots > 0 for slots in free.values()])
-        teams = sorted(t for t, members in roster.teams.items() if (members & with_room).any())
+        if not self.graph.waiting_for_batch(sorted(free), teams, 1):
+            self._maybe_waiting = False
+            return BatchResult(0, [])
+        self._maybe_waiting = True
+        roster = self.router.roster.fresh(since=self.clock() - self.config.tick)
+        free, teams = _room(roster)
+        if not free:
+            return BatchResult(0, [])
         waiting = self.graph.waiting_for_batch(sorted(free), teams, self.config.batch_limit)
         if not waiting:
             return BatchResult(0, [])
@@ -218,3 +237,13 @@ class Dispatcher:
         if offered:
             log.info("batch assigned", extra={"considered": len(rows), "offered": len(offered)})
         return BatchResult(len(rows), offered)
+
+
+def _room(roster: Roster) -> tuple[dict[str, IntArray], list[str]]:
+    """Free slots per channel (channels with any), and the teams with an agent that has room."""
+    free = {ch: roster.free_slots(ch) for ch in roster.capacity}
+    free = {ch: slots for ch, slots in free.items() if slots.any()}
+    if not free:
+        return {}, []
+    with_room = np.logical_or.reduce([slots > 0 for slots in free.values()])
+    return free, sorted(t for t, members in roster.teams.items() if (members & with_room).any())

@@ -23,8 +23,9 @@ from rapport import metrics
 from rapport.errors import FailedPrecondition, NotFound
 from rapport.identity import NormalisedIdentifier
 from rapport_router.adapters.events import Outbox
-from rapport_router.adapters.graph import ContactExists, RouterGraph, contact_props, rev
+from rapport_router.adapters.graph import GRAPH_ERRORS, ContactExists, RouterGraph, contact_props, rev
 from rapport_router.config import RouterConfig
+from rapport_router.deadline import deadline_scope
 from rapport_router.domain.contact import ContactRecord, OfferInfo, contact_of_offer, offer_id
 from rapport_router.domain.model import (
     AgentRecord,
@@ -47,7 +48,7 @@ from rapport_router.offers import OfferBroker
 log = logging.getLogger(__name__)
 
 # Agents changed this long before a refresh started are re-read too (commits land late).
-_REFRESH_OVERLAP = 2.0
+_REFRESH_OVERLAP = 1.0
 # A full re-read now and then catches anything the incremental refreshes could miss.
 _FULL_REFRESH_EVERY = 30.0
 # Reservation attempts for one contact in one call before it is left in (or put in) the queue.
@@ -60,7 +61,11 @@ def policy_of(text: str) -> RelaxationPolicy:
 
 
 class RosterCache:
-    """The agents, re-read incrementally when older than `max_age`; patched by every reservation."""
+    """The agents, re-read incrementally in the background every `max_age` seconds.
+
+    Requests never wait for a read (except `fresh`, before a contact queues): they use the
+    current snapshot, which every reservation, status change and upsert patches at once.
+    """
 
     def __init__(self, graph: RouterGraph, max_age: float, clock: Callable[[], float] = time.time) -> None:
         self._graph = graph
@@ -72,14 +77,42 @@ class RosterCache:
         self._refreshed_at = float("-inf")  # local clock at the start of the last refresh
         self._full_at = float("-inf")
         self._dirty = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def refreshed_at(self) -> float:
         return self._refreshed_at
 
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="router-roster", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self._max_age * 4 + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._max_age):
+            try:
+                with deadline_scope(max(1.0, self._max_age * 4)):
+                    self.refresh()
+            except GRAPH_ERRORS as exc:
+                log.warning("roster refresh failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            except Exception:
+                log.exception("roster refresh failed")
+
     def get(self) -> Roster:
-        if self._dirty or self._clock() - self._refreshed_at > self._max_age:
+        if self._refreshed_at == float("-inf") or (
+            self._thread is None and self._clock() - self._refreshed_at > self._max_age
+        ):
             self.refresh(if_older_than=self._clock() - self._max_age)
+        elif self._dirty:
+            with self._lock:
+                if self._dirty:
+                    self._roster = Roster(self._records.values())
+                    self._dirty = False
         return self._roster
 
     def fresh(self, since: float) -> Roster:
@@ -201,6 +234,7 @@ class Router:
         self.outbox = outbox
         self.clock = clock
         self.on_capacity_freed: Callable[[], None] = lambda: None
+        self.on_queued: Callable[[], None] = lambda: None
         # Reservations in flight from this process, per agent: keeps concurrent calls off the same agent.
         self._inflight: dict[str, int] = {}
         self._inflight_lock = threading.Lock()
@@ -299,6 +333,7 @@ class Router:
             record = self._offer(spec, customer, new_props=props, mode=AssignmentMode.DIRECT)
             if record is None:
                 position = self.graph.enqueue(props)
+                self.on_queued()
                 record = ContactRecord(
                     spec=spec, state=ContactState.WAITING, identity=identity, attributes=dict(req.attributes)
                 )

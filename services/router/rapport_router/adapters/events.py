@@ -45,7 +45,7 @@ class Outbox:
         sink_factory: Callable[[], EventSink],
         *,
         retry: float = 15.0,
-        tick: float = 0.2,
+        tick: float = 0.5,
         graph_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -62,6 +62,7 @@ class Outbox:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_sweep = 0.0
+        self._next_mark = 0.0
         self.published = 0
 
     def submit(self, contact: ContactRecord) -> None:
@@ -176,7 +177,9 @@ class Outbox:
                 pass
             except Exception:
                 log.exception("outbox round failed")
-            self._mark_delivered()
+            if time.monotonic() >= self._next_mark:
+                self._next_mark = time.monotonic() + self._tick
+                self._mark_delivered()
             if time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + max(self._retry / 2, self._tick)
                 try:

@@ -47,7 +47,7 @@ from rapport_router.domain.model import (
     SkillNeed,
 )
 from rapport_router.domain.performance import OutcomeTally, Performance, Sample
-from rapport_router.domain.scoring import DAY, Explanation, ScoringParams
+from rapport_router.domain.scoring import DAY, ScoringParams
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,15 @@ def _now_dt(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-def _epoch(value: Any) -> float | None:
-    if value is None:
-        return None
-    if hasattr(value, "to_native"):
-        value = value.to_native()
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return float(value)
+def _ms(at: float) -> int:
+    """Contact and offer times go to Neo4j as epoch milliseconds (DateTime parameters are slow
+    to encode in the driver) and become DateTimes there."""
+    return int(at * 1000)
+
+
+def _seconds(millis: Any) -> float | None:
+    """Epoch milliseconds (as the projections return times) to epoch seconds."""
+    return None if millis is None else float(millis) / 1000.0
 
 
 def rev(now: float) -> int:
@@ -89,7 +90,24 @@ def _total_active(var: str) -> str:
 
 # ---------------------------------------------------------------- agents
 
-_ACTIVE_DEFAULTS = ", ".join(f"a.active_{ch} = coalesce(a.active_{ch}, 0)" for ch in CHANNELS)
+# Agents and contacts leave the graph as plain values: times as epoch milliseconds, so
+# decoding hundreds of them per second stays cheap.
+AGENT = """{id: a.id, status: a.status, display_name: a.display_name, languages: a.languages, teams: a.teams,
+  skill_names: a.skill_names, skill_levels: a.skill_levels, channels: a.channels,
+  capacity: [ch IN coalesce(a.channels, []) | coalesce(a['capacity_' + ch], 0)],
+  active: [k IN keys(a) WHERE k STARTS WITH 'active_' AND a[k] > 0 | [substring(k, 7), a[k]]],
+  idle_since: a.idle_since.epochMillis, updated_at: a.updated_at.epochMillis}"""
+
+_CONTACT_TIMES = ("created_at", "offered_at", "offer_expires_at", "accepted_at", "ended_at")
+
+
+def contact_projection(var: str = "c") -> str:
+    times = ", ".join(f"{t}: {var}.{t}.epochMillis" for t in _CONTACT_TIMES)
+    return f"{var} {{.*, {times}, updated_at: null, outbox_at: null, event_published_at: null}}"
+
+
+CONTACT = contact_projection()
+
 
 UPSERT_AGENT = f"""
 MERGE (a:Agent {{id: $id}})
@@ -104,9 +122,9 @@ SET a.created_at = coalesce(a.created_at, $now),
     a.skill_levels = $skill_levels,
     a.channels = $channels,
     a.updated_at = $now,
-    a.rev = $rev,
-    {_ACTIVE_DEFAULTS}
+    a.rev = $rev
 SET a += $capacity
+FOREACH (ch IN $channels | SET a['active_' + ch] = coalesce(a['active_' + ch], 0))
 SET a.status = coalesce($status, a.status, 'offline')
 SET a.status_changed_at = CASE WHEN before IS NULL OR before <> a.status THEN $now ELSE a.status_changed_at END
 SET a.idle_since = CASE
@@ -121,7 +139,7 @@ FOREACH (sk IN $skills |
     MERGE (s:Skill {{name: sk.name}})
     MERGE (a)-[r:HAS_SKILL]->(s)
     SET r.level = sk.level)
-RETURN a {{.*}} AS agent, created
+RETURN {AGENT} AS agent, created
 """
 
 SET_AGENT_STATUS = f"""
@@ -134,25 +152,25 @@ SET a.status_changed_at = CASE WHEN before = $status THEN a.status_changed_at EL
 SET a.idle_since = CASE
       WHEN $status = 'available' AND coalesce(before, '') <> 'available' AND {_total_active("a")} = 0 THEN $now
       ELSE a.idle_since END
-RETURN a {{.*}} AS agent, before
+RETURN {AGENT} AS agent, before
 """
 
-GET_AGENT = "MATCH (a:Agent {id: $id}) WHERE a.status IS NOT NULL RETURN a {.*} AS agent"
+GET_AGENT = f"MATCH (a:Agent {{id: $id}}) WHERE a.status IS NOT NULL RETURN {AGENT} AS agent"
 
-LIST_AGENTS = """
+LIST_AGENTS = f"""
 MATCH (a:Agent)
 WHERE a.status IS NOT NULL AND a.id > $after
   AND ($team IS NULL OR $team IN a.teams)
   AND ($status IS NULL OR a.status = $status)
-RETURN a {.*} AS agent
+RETURN {AGENT} AS agent
 ORDER BY a.id
 LIMIT $limit
 """
 
-AGENTS_CHANGED = """
+AGENTS_CHANGED = f"""
 MATCH (a:Agent)
 WHERE a.rev >= $since
-RETURN a {.*} AS agent
+RETURN {AGENT} AS agent
 """
 
 # ---------------------------------------------------------------- customers
@@ -161,17 +179,17 @@ _CUSTOMER_PROJECTION = """
 RETURN c.id AS id, c.language AS language, c.tier AS tier, c.segment AS segment,
   [(c)-[:OWNS]->(d:Device) WHERE d.model IS NOT NULL | d.model] AS models,
   [(c)-[s:SERVED_BY]->(ag:Agent) | {agent: ag.id, contacts: s.contacts, resolved: s.resolved,
-      csat_sum: s.csat_sum, csat_count: s.csat_count, last_at: s.last_at}] AS served,
+      csat_sum: s.csat_sum, csat_count: s.csat_count, last_at: s.last_at.epochMillis}] AS served,
   [(c)-[:HAS_CASE]->(k:Case) WHERE k.status IN ['open', 'pending'] |
       {id: k.id, status: k.status, owner: k.owner_agent_id, title: k.title}] AS cases,
   COLLECT {
       MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $effort_since
-      RETURN i {.event_id, .at, .agent_id, .topic, .outcome, .csat, .kind, .sentiment, .channel}
-      ORDER BY i.at DESC LIMIT 50 } AS recent,
+      RETURN [i.event_id, i.at.epochMillis, i.kind, i.outcome, i.sentiment]
+      ORDER BY i.at DESC LIMIT 20 } AS recent,
   COLLECT {
       MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $history_since AND i.agent_id IS NOT NULL
-      RETURN i {.event_id, .at, .agent_id, .topic, .outcome, .csat, .kind, .sentiment, .channel}
-      ORDER BY i.at DESC LIMIT 30 } AS handled,
+      RETURN [i.event_id, i.at.epochMillis, i.agent_id, i.topic, i.outcome, i.csat, i.kind]
+      ORDER BY i.at DESC LIMIT 15 } AS handled,
   COLLECT {
       MATCH (k:Identity)-[:IDENTIFIES]->(c)
       RETURN k {.kind, .value, .verified}
@@ -212,7 +230,7 @@ WITH wanted, coalesce(s, c0) AS c
 
 # ---------------------------------------------------------------- contacts
 
-GET_CONTACT = "MATCH (c:Contact {id: $id}) RETURN c {.*} AS contact"
+GET_CONTACT = f"MATCH (c:Contact {{id: $id}}) RETURN {CONTACT} AS contact"
 
 _AGENT_FREE = "a.status = 'available' AND coalesce(a[$active_key], 0) < coalesce(a[$capacity_key], 0)"
 
@@ -226,8 +244,11 @@ FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET a[$active_key] = coalesce(a[$active_key], 0) + 1,
         a.idle_since = null, a.last_offer_at = $now, a.updated_at = $now, a.rev = $rev
     CREATE (c:Contact)
-    SET c = $contact, c.agent_id = a.id, c.state = 'offered')
-RETURN ok, a {{.*}} AS agent
+    SET c = $contact, c.agent_id = a.id, c.state = 'offered',
+        c.created_at = datetime({{epochMillis: c.created_ms}}), c.updated_at = c.created_at,
+        c.offered_at = datetime({{epochMillis: $offered_ms}}),
+        c.offer_expires_at = datetime({{epochMillis: $expires_ms}}))
+RETURN ok, {AGENT} AS agent
 """
 
 # A waiting contact, offered: lock the contact, then the agent; both must still qualify.
@@ -245,9 +266,11 @@ FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET a[$active_key] = coalesce(a[$active_key], 0) + 1,
         a.idle_since = null, a.last_offer_at = $now, a.updated_at = $now, a.rev = $rev
     SET c += $offer, c.state = 'offered', c.agent_id = a.id, c.offer_attempt = coalesce(c.offer_attempt, 0) + 1,
+        c.offered_at = datetime({{epochMillis: $offered_ms}}),
+        c.offer_expires_at = datetime({{epochMillis: $expires_ms}}),
         c.updated_at = $now
     SET c.offer_id = c.id + '{OFFER_SEPARATOR}' + toString(c.offer_attempt))
-RETURN ok, waiting, declined, a {{.*}} AS agent, c {{.*}} AS contact
+RETURN ok, waiting, declined, {AGENT} AS agent, {CONTACT} AS contact
 """
 
 _OFFER_FIELDS = (
@@ -281,18 +304,18 @@ FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET c.declined_by = coalesce(c.declined_by, []) + c.agent_id,
         c.last_offer_end = $reason, c.last_offer_note = $note, c.state = 'waiting', c.updated_at = $now,
         {_OFFER_FIELDS})
-RETURN ok, c {{.*}} AS contact, a {{.*}} AS agent
+RETURN ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
-ACCEPT_OFFER = """
-MATCH (c:Contact {id: $contact_id})
+ACCEPT_OFFER = f"""
+MATCH (c:Contact {{id: $contact_id}})
 SET c._lock = true
 REMOVE c._lock
 WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND c.agent_id = $agent_id
         AND c.offer_expires_at >= $now AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET c.state = 'assigned', c.accepted_at = $now, c.updated_at = $now)
-RETURN ok, c {.*} AS contact
+RETURN ok, {CONTACT} AS contact
 """
 
 COMPLETE_CONTACT = f"""
@@ -308,7 +331,7 @@ FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
                                    toInteger(round(duration.inSeconds(c.accepted_at, $now).seconds))),
         c.event_id = $event_id, c.outbox_at = $now
     SET c:Outbox)
-RETURN before, ok, c {{.*}} AS contact, a {{.*}} AS agent
+RETURN before, ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
 CANCEL_CONTACT = f"""
@@ -324,7 +347,7 @@ FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
         c.event_id = $event_id, c.outbox_at = $now,
         {_OFFER_FIELDS}
     SET c:Outbox)
-RETURN before, ok, c {{.*}} AS contact, a {{.*}} AS agent
+RETURN before, ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
 EXPIRED_OFFERS = """
@@ -335,16 +358,16 @@ ORDER BY c.offer_expires_at
 LIMIT $limit
 """
 
-OFFERS_FOR_AGENTS = """
-MATCH (c:Contact {state: 'offered'})
+OFFERS_FOR_AGENTS = f"""
+MATCH (c:Contact {{state: 'offered'}})
 WHERE c.agent_id IN $agents
-RETURN c {.*} AS contact
+RETURN {CONTACT} AS contact
 """
 
-OFFERED_TO_AGENT = """
-MATCH (c:Contact {state: 'offered'})
+OFFERED_TO_AGENT = f"""
+MATCH (c:Contact {{state: 'offered'}})
 WHERE c.agent_id = $agent_id
-RETURN c {.*} AS contact
+RETURN {CONTACT} AS contact
 """
 
 # `rank`: priority with ageing, the same order at any instant (see domain.queue.queue_rank).
@@ -352,7 +375,8 @@ _RANK = "(coalesce({v}.priority, 0) * $ageing - {v}.created_ms / 1000.0)"
 
 ENQUEUE = f"""
 CREATE (c:Contact)
-SET c = $contact, c.state = 'waiting'
+SET c = $contact, c.state = 'waiting', c.created_at = datetime({{epochMillis: c.created_ms}}),
+    c.updated_at = c.created_at
 WITH c
 CALL (c) {{
     MATCH (o:Contact {{state: 'waiting'}})
@@ -376,7 +400,7 @@ WAITING_FOR_BATCH = f"""
 MATCH (c:Contact {{state: 'waiting'}})
 WHERE c.channel IN $channels
   AND (c.team IS NULL OR c.team IN $teams OR c.relaxation CONTAINS 'any_team')
-RETURN c {{.*}} AS contact
+RETURN {CONTACT} AS contact
 ORDER BY {_RANK.format(v="c")} DESC, c.created_ms
 LIMIT $limit
 """
@@ -386,7 +410,7 @@ MATCH (c:Contact {{state: 'waiting'}})
 WHERE ($channel IS NULL OR c.channel = $channel) AND ($team IS NULL OR c.team = $team)
 WITH c ORDER BY {_RANK.format(v="c")} DESC, c.created_ms
 WITH collect(c) AS queued
-RETURN [x IN queued[..$limit] | x {{.*}}] AS contacts, size(queued) AS total
+RETURN [x IN queued[..$limit] | {contact_projection("x")}] AS contacts, size(queued) AS total
 """
 
 QUEUE_DEPTH = """
@@ -394,12 +418,12 @@ MATCH (c:Contact {state: 'waiting'})
 RETURN c.channel AS channel, count(*) AS waiting
 """
 
-OUTBOX_DUE = """
+OUTBOX_DUE = f"""
 MATCH (c:Outbox)
 WHERE c.outbox_at < $before
 WITH c ORDER BY c.outbox_at LIMIT $limit
 SET c.outbox_at = $now
-RETURN c {.*} AS contact
+RETURN {CONTACT} AS contact
 """
 
 OUTBOX_DONE = """
@@ -416,7 +440,8 @@ count(*) AS contacts,
 sum(CASE WHEN i.outcome = 'resolved' THEN 1 ELSE 0 END) AS resolved,
 sum(coalesce(i.csat, 0)) AS csat_sum,
 count(i.csat) AS csat_count,
-collect(CASE WHEN i.outcome = 'resolved' THEN [i.event_id, cid, i.at, i.outcome, i.csat] END)[..2] AS samples
+collect(CASE WHEN i.outcome = 'resolved'
+             THEN [i.event_id, cid, i.at.epochMillis, i.outcome, i.csat] END)[..2] AS samples
 """
 
 STATS_BY_TOPIC = f"""
@@ -451,48 +476,40 @@ RETURN i.channel AS channel, avg(i.handle_seconds) AS seconds, count(*) AS conta
 
 
 def agent_from_props(p: Mapping[str, Any]) -> AgentRecord:
-    names = p.get("skill_names") or []
-    levels = p.get("skill_levels") or []
-    capacity = {}
-    active = {}
-    for ch in CHANNELS:
-        cap = p.get(f"capacity_{ch}")
-        if cap:
-            capacity[ch] = int(cap)
-        act = p.get(f"active_{ch}")
-        if act:
-            active[ch] = int(act)
+    """An agent from the AGENT projection."""
+    channels = p.get("channels") or []
     status = p.get("status") or "offline"
     return AgentRecord(
         id=p["id"],
-        status=AgentStatus(status) if status in AgentStatus.__members__.values() else AgentStatus.OFFLINE,
+        status=AgentStatus(status) if status in _STATUSES else AgentStatus.OFFLINE,
         display_name=p.get("display_name") or "",
         languages=tuple(p.get("languages") or ()),
         teams=tuple(p.get("teams") or ()),
-        skills=dict(zip(names, (int(x) for x in levels), strict=False)),
-        capacity=capacity,
-        active=active,
-        idle_since=_epoch(p.get("idle_since")),
-        updated_at=_epoch(p.get("updated_at")),
+        skills=dict(zip(p.get("skill_names") or [], (int(x) for x in p.get("skill_levels") or []), strict=False)),
+        capacity={ch: int(cap) for ch, cap in zip(channels, p.get("capacity") or [], strict=False) if cap},
+        active={ch: int(n) for ch, n in p.get("active") or []},
+        idle_since=_seconds(p.get("idle_since")),
+        updated_at=_seconds(p.get("updated_at")),
     )
 
 
-def _past(raw: Mapping[str, Any]) -> PastInteraction:
+_STATUSES = frozenset(s.value for s in AgentStatus)
+
+
+def _recent(raw: Sequence[Any]) -> PastInteraction:
+    """[event_id, at, kind, outcome, sentiment] (lists decode faster than maps)."""
+    return PastInteraction(raw[0], _seconds(raw[1]) or 0.0, kind=raw[2], outcome=raw[3], sentiment=raw[4])
+
+
+def _handled(raw: Sequence[Any]) -> PastInteraction:
+    """[event_id, at, agent_id, topic, outcome, csat, kind]."""
     return PastInteraction(
-        event_id=raw["event_id"],
-        at=_epoch(raw.get("at")) or 0.0,
-        agent_id=raw.get("agent_id"),
-        topic=raw.get("topic"),
-        outcome=raw.get("outcome"),
-        csat=raw.get("csat"),
-        kind=raw.get("kind"),
-        sentiment=raw.get("sentiment"),
-        channel=raw.get("channel"),
+        raw[0], _seconds(raw[1]) or 0.0, agent_id=raw[2], topic=raw[3], outcome=raw[4], csat=raw[5], kind=raw[6]
     )
 
 
 def customer_from_record(r: Mapping[str, Any]) -> CustomerContext:
-    handled = tuple(_past(x) for x in r["handled"])
+    handled = tuple(_handled(x) for x in r["handled"])
     identity = r["identity"][0] if r["identity"] else None
     return CustomerContext(
         customer_id=r["id"],
@@ -507,12 +524,12 @@ def customer_from_record(r: Mapping[str, Any]) -> CustomerContext:
                 int(s["resolved"] or 0),
                 float(s["csat_sum"] or 0),
                 int(s["csat_count"] or 0),
-                _epoch(s["last_at"]),
+                _seconds(s["last_at"]),
             )
             for s in r["served"]
         },
         open_cases=tuple(OpenCase(k["id"], k["status"], k["owner"], k["title"]) for k in r["cases"]),
-        recent=tuple(_past(x) for x in r["recent"]),
+        recent=tuple(_recent(x) for x in r["recent"]),
         resolved_by_agents=tuple(p for p in handled if p.outcome == "resolved"),
         handled=handled,
         identity=IdentityRef(identity["kind"], identity["value"], bool(identity["verified"])) if identity else None,
@@ -540,9 +557,7 @@ def contact_props(
         "case_id": spec.case_id,
         "declined_by": sorted(spec.declined_by),
         "relaxation": spec.relaxation,
-        "created_at": _now_dt(created_at),
-        "created_ms": int(created_at * 1000),
-        "updated_at": _now_dt(created_at),
+        "created_ms": _ms(created_at),
         "identity_kind": identity.kind if identity else None,
         "identity_value": identity.value if identity else None,
         "identity_verified": identity.verified if identity else None,
@@ -555,11 +570,9 @@ def contact_props(
 def offer_props(offer: OfferInfo) -> dict[str, Any]:
     return {
         "offer_id": offer.offer_id,
-        "offered_at": _now_dt(offer.offered_at),
-        "offer_expires_at": _now_dt(offer.expires_at),
         "offer_mode": offer.mode.value,
         "score": offer.score,
-        "explanation": offer.explanation.to_json() if offer.explanation else None,
+        "explanation": offer.explanation.to_json() if offer.explanation else offer.explanation_json,
         "relaxation_step": offer.relaxation_step,
     }
 
@@ -567,7 +580,7 @@ def offer_props(offer: OfferInfo) -> dict[str, Any]:
 def contact_from_props(p: Mapping[str, Any]) -> ContactRecord:
     names = p.get("skill_names") or []
     levels = p.get("skill_levels") or []
-    created_at = _epoch(p.get("created_at")) or (p.get("created_ms", 0) / 1000.0)
+    created_at = _seconds(p.get("created_at")) or (p.get("created_ms", 0) / 1000.0)
     spec = ContactSpec(
         id=p["id"],
         channel=p["channel"],
@@ -593,12 +606,12 @@ def contact_from_props(p: Mapping[str, Any]) -> ContactRecord:
             offer_id=p["offer_id"],
             agent_id=p["agent_id"],
             score=float(p.get("score") or 0.0),
-            offered_at=_epoch(p.get("offered_at")) or 0.0,
-            expires_at=_epoch(p.get("offer_expires_at")) or 0.0,
+            offered_at=_seconds(p.get("offered_at")) or 0.0,
+            expires_at=_seconds(p.get("offer_expires_at")) or 0.0,
             mode=AssignmentMode(p.get("offer_mode") or "direct"),
             relaxation_step=int(p.get("relaxation_step") or 0),
             attempt=int(p.get("offer_attempt") or 1),
-            explanation=Explanation.from_json(raw_explanation) if raw_explanation else None,
+            explanation_json=raw_explanation or None,
         )
     identity = None
     if p.get("identity_kind") and p.get("identity_value"):
@@ -610,8 +623,8 @@ def contact_from_props(p: Mapping[str, Any]) -> ContactRecord:
         identity=identity,
         offer=offer,
         agent_id=p.get("agent_id"),
-        accepted_at=_epoch(p.get("accepted_at")),
-        ended_at=_epoch(p.get("ended_at")),
+        accepted_at=_seconds(p.get("accepted_at")),
+        ended_at=_seconds(p.get("ended_at")),
         outcome=p.get("outcome"),
         csat=p.get("csat"),
         notes=p.get("notes"),
@@ -629,7 +642,7 @@ def _tallies(records: Iterable[Mapping[str, Any]]) -> dict[str | None, dict[str,
     """Per value (None: interactions without one), per agent."""
     out: dict[str | None, dict[str, OutcomeTally]] = {}
     for r in records:
-        samples = tuple(Sample(s[0], s[1], _epoch(s[2]), s[3], s[4]) for s in r["samples"] if s is not None)
+        samples = tuple(Sample(s[0], s[1], _seconds(s[2]), s[3], s[4]) for s in r["samples"] if s is not None)
         value = None if r["value"] is None else str(r["value"])
         out.setdefault(value, {})[r["agent"]] = OutcomeTally(
             int(r["contacts"]), int(r["resolved"]), float(r["csat_sum"]), int(r["csat_count"]), samples
@@ -788,6 +801,8 @@ class RouterGraph:
                 "reserve agent",
                 agent_id=offer.agent_id,
                 contact=contact,
+                offered_ms=_ms(offer.offered_at),
+                expires_ms=_ms(offer.expires_at),
                 now=_now_dt(now),
                 rev=rev(now),
                 **self._keys(channel),
@@ -811,6 +826,8 @@ class RouterGraph:
             contact_id=contact_id,
             agent_id=offer.agent_id,
             offer={k: v for k, v in offer_props(offer).items() if v is not None},
+            offered_ms=_ms(offer.offered_at),
+            expires_ms=_ms(offer.expires_at),
             now=_now_dt(now),
             rev=rev(now),
             **self._keys(channel),

@@ -32,6 +32,13 @@ class OfferInfo:
     relaxation_step: int
     attempt: int
     explanation: Explanation | None = None
+    # As stored (JSON), parsed only when someone shows it.
+    explanation_json: str | None = None
+
+    def explained(self) -> Explanation | None:
+        if self.explanation is None and self.explanation_json:
+            return Explanation.from_json(self.explanation_json)
+        return self.explanation
 
 
 @dataclass(frozen=True)

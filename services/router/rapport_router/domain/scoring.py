@@ -29,7 +29,7 @@ import enum
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -138,7 +138,30 @@ class Explanation:
     summary: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        def factor(f: Factor) -> dict[str, Any]:
+            return {
+                "name": f.name,
+                "value": f.value,
+                "weight": f.weight,
+                "contribution": f.contribution,
+                "detail": f.detail,
+            }
+
+        return json.dumps(
+            {
+                "agent_id": self.agent_id,
+                "score": self.score,
+                "factors": [factor(f) for f in self.factors],
+                "evidence": [{k: getattr(e, k) for k in _EVIDENCE_FIELDS} for e in self.evidence],
+                "eligible_agents": self.eligible_agents,
+                "runner_ups": [
+                    {"agent_id": r.agent_id, "score": r.score, "factors": [factor(f) for f in r.factors]}
+                    for r in self.runner_ups
+                ],
+                "summary": self.summary,
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Explanation:
@@ -154,6 +177,9 @@ class Explanation:
             ),
             summary=raw["summary"],
         )
+
+
+_EVIDENCE_FIELDS = tuple(f.name for f in fields(Evidence))
 
 
 def decay(age_seconds: float, half_life_days: float) -> float:

@@ -384,7 +384,7 @@ def explanation_out(x: Explanation) -> router_pb2.Explanation:
     )
 
 
-def offer_out(o: OfferInfo, relaxation: str) -> router_pb2.Offer:
+def offer_out(o: OfferInfo, relaxation: str, *, explained: bool = True) -> router_pb2.Offer:
     msg = router_pb2.Offer(
         offer_id=o.offer_id,
         agent_id=o.agent_id,
@@ -395,8 +395,9 @@ def offer_out(o: OfferInfo, relaxation: str) -> router_pb2.Offer:
     )
     msg.offered_at.CopyFrom(timestamp(o.offered_at))
     msg.expires_at.CopyFrom(timestamp(o.expires_at))
-    if o.explanation is not None:
-        msg.explanation.CopyFrom(explanation_out(o.explanation))
+    explanation = o.explained() if explained else None
+    if explanation is not None:
+        msg.explanation.CopyFrom(explanation_out(explanation))
     return msg
 
 
@@ -415,7 +416,8 @@ def queue_out(q: QueueInfo) -> router_pb2.QueuePosition:
     return msg
 
 
-def contact_out(view: ContactView) -> router_pb2.Contact:
+def contact_out(view: ContactView, *, explained: bool = True) -> router_pb2.Contact:
+    """`explained=False` leaves the offer's explanation out (answers to accept, complete, cancel)."""
     r: ContactRecord = view.record
     s = r.spec
     msg = router_pb2.Contact(
@@ -438,7 +440,7 @@ def contact_out(view: ContactView) -> router_pb2.Contact:
     end = r.ended_at if r.ended_at is not None else view.now
     msg.age.CopyFrom(duration(end - s.created_at))
     if r.offer is not None and r.state in (ContactState.OFFERED, ContactState.ASSIGNED, ContactState.COMPLETED):
-        msg.offer.CopyFrom(offer_out(r.offer, view.relaxation_text or _relaxation_text(r)))
+        msg.offer.CopyFrom(offer_out(r.offer, view.relaxation_text or _relaxation_text(r), explained=explained))
     if view.queue is not None:
         msg.queue.CopyFrom(queue_out(view.queue))
     if r.outcome:

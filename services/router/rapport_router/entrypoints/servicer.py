@@ -42,8 +42,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         with deadline_scope(budget):
             return work()
 
-    def _view(self, view: ContactView) -> router_pb2.Contact:
-        return m.contact_out(view)
+    def _view(self, view: ContactView, *, explained: bool = True) -> router_pb2.Contact:
+        return m.contact_out(view, explained=explained)
 
     # -- agents
 
@@ -137,7 +137,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         offer = _offer_id(request.offer_id)
         agent_id = m.identifier_of(request.agent_id, "agent_id")
         view = self._within_deadline(context, lambda: self.router.accept(offer, agent_id))
-        return router_pb2.AcceptOfferResponse(contact=self._view(view))
+        return router_pb2.AcceptOfferResponse(contact=self._view(view, explained=False))
 
     def RejectOffer(
         self, request: router_pb2.RejectOfferRequest, context: grpc.ServicerContext
@@ -155,7 +155,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         agent_id = m.optional_id(request.agent_id, "agent_id")
         completion = m.completion_in(request)
         view, event_id = self._within_deadline(context, lambda: self.router.complete(contact_id, agent_id, completion))
-        return router_pb2.CompleteContactResponse(contact=self._view(view), event_id=event_id)
+        return router_pb2.CompleteContactResponse(contact=self._view(view, explained=False), event_id=event_id)
 
     def CancelContact(
         self, request: router_pb2.CancelContactRequest, context: grpc.ServicerContext
@@ -163,7 +163,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         contact_id = m.identifier_of(request.contact_id, "contact_id")
         reason = m._text(request.reason, "reason")
         view = self._within_deadline(context, lambda: self.router.cancel(contact_id, reason))
-        return router_pb2.CancelContactResponse(contact=self._view(view))
+        return router_pb2.CancelContactResponse(contact=self._view(view, explained=False))
 
     def GetQueue(
         self, request: router_pb2.GetQueueRequest, context: grpc.ServicerContext
