@@ -31,7 +31,7 @@ class RapportService:
     def listener(self, settings: list[object]) -> Listener:
         """Where the service listens and how long it drains, read from its loaded settings."""
         if self.grpc:
-            servers = {(g.host, g.port, g.grace) for g in _find(settings, GrpcSettings)}
+            servers = {(g.host, g.port, g.grace) for g in find(settings, GrpcSettings)}
             assert len(servers) == 1, f"{self.entry}: expected one gRPC server in its settings, found {servers}"
             host, port, grace = servers.pop()
             # grace for in-flight calls, then closing the driver and flushing telemetry.
@@ -78,5 +78,5 @@ def _objects(roots: list[object]) -> Iterator[object]:
             pending.extend(getattr(obj, f.name) for f in fields(obj))
 
 
-def _find(roots: list[object], kind: type[Any]) -> list[Any]:
+def find(roots: list[object], kind: type[Any]) -> list[Any]:
     return [o for o in _objects(roots) if isinstance(o, kind)]

@@ -5,7 +5,9 @@ from typing import Any
 
 import pytest
 
-from .catalogue import AUTOSCALED, JOBS, SERVICES, WORKLOADS, RapportService
+from rapport.settings import GrpcSettings
+
+from .catalogue import AUTOSCALED, JOBS, SERVICES, WORKLOADS, RapportService, find
 from .env_reads import env_vars_read, load_settings, otel_variables
 from .rendering import (
     Obj,
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.unit
 
 OVERLAYS = overlays()
 CASES = [pytest.param(o, s, id=f"{o}-{s.deployment}") for o in OVERLAYS for s in SERVICES]
+GRPC_CASES = [pytest.param(o, s, id=f"{o}-{s.deployment}") for o in OVERLAYS for s in SERVICES if s.grpc]
 WORKLOAD_CASES = [pytest.param(o, *w, id=f"{o}-{w[1]}") for o in OVERLAYS for w in WORKLOADS]
 WILDCARD_HOSTS = {"0.0.0.0", "[::]", "::"}
 CREDENTIAL = re.compile(r"PASSWORD|SECRET|TOKEN$|_KEY$")
@@ -88,6 +91,16 @@ def test_the_workload_sets_exactly_the_variables_the_settings_read(overlay, kind
 def test_the_service_listens_beyond_loopback(overlay, service):
     listener = service.listener(_settings(overlay, service))
     assert listener.host in WILDCARD_HOSTS, f"listening on {listener.host}: unreachable from the kubelet and peers"
+
+
+@pytest.mark.parametrize(("overlay", "service"), GRPC_CASES)
+def test_grpc_servers_are_secured_or_explicitly_allowed_not_to_be(overlay, service):
+    """What start_server enforces on a non-loopback address, checked before any pod starts."""
+    (server,) = {g for g in find(_settings(overlay, service), GrpcSettings)}
+    assert server.tls.enabled or server.tls.allow_plaintext, "no TLS files and plaintext not allowed"
+    assert server.auth.enabled or server.auth.allow_anonymous, "no token check and anonymous calls not allowed"
+    if overlay == "prod":
+        assert server.auth.enabled and not server.auth.allow_anonymous, "prod checks every caller's token"
 
 
 @pytest.mark.parametrize(("overlay", "kind", "name", "entry"), WORKLOAD_CASES)
@@ -283,9 +296,7 @@ def test_prod_spreads_every_deployment_over_zones_and_nodes():
 def _kafka(settings: list[object]) -> list[Any]:
     from rapport.settings import KafkaSettings
 
-    from .catalogue import _find
-
-    return _find(settings, KafkaSettings)
+    return find(settings, KafkaSettings)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
