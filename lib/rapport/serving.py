@@ -1,4 +1,6 @@
-"""The gRPC server every Rapport service runs: health, reflection, tracing, graceful SIGTERM."""
+"""The gRPC server every Rapport service runs: health, reflection, tracing, graceful SIGTERM,
+and the security its settings ask for (TLS or mutual TLS, bearer tokens checked against the
+role policy; see `rapport.security`)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,30 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import server_interceptor
 
 from rapport.errors import StatusInterceptor
+from rapport.security.policy import Policy
+from rapport.security.server import server_security
 from rapport.settings import GrpcSettings
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024
+
+# Connection hygiene: dead peers (a watch whose client vanished) are found by keepalive pings;
+# clients may ping every 20 s (rapport.channels pings every 30 s), more often is abuse; one
+# connection cannot open more than 100 concurrent streams.
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.max_concurrent_streams", 100),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.so_reuseport", 0),
+]
 
 
 @dataclass
@@ -60,29 +81,45 @@ def start_server(
     service_names: Iterable[str],
     *,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
+    policy: Policy | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server; `register` adds the service's servicers."""
+    """Build, bind and start a server; `register` adds the service's servicers.
+
+    TLS, mutual TLS and token checks come from `settings.tls` and `settings.auth` (read from
+    RAPPORT_TLS_* / RAPPORT_AUTH_* by `GrpcSettings.from_env`); `policy` replaces the role policy
+    (default: RAPPORT_AUTH_POLICY_FILE, else `rapport.security.DEFAULT_POLICY`). Raises
+    `InsecureConfiguration` for plaintext or unauthenticated gRPC on a non-loopback address
+    unless the settings allow it explicitly.
+    """
+    security = server_security(settings, policy)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[server_interceptor(), StatusInterceptor(), *interceptors],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
+        interceptors=[server_interceptor(), StatusInterceptor(), *security.interceptors, *interceptors],
+        options=SERVER_OPTIONS,
     )
     register(server)
     names = list(service_names)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(settings.address)
+    if security.credentials is None:
+        port = server.add_insecure_port(settings.address)
+    else:
+        port = server.add_secure_port(settings.address, security.credentials)
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC server to {settings.address}")
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("grpc server listening", extra={"address": f"{settings.host}:{port}", "services": names})
+    log.info(
+        "grpc server listening",
+        extra={
+            "address": f"{settings.host}:{port}",
+            "services": names,
+            "transport": security.transport,
+            "auth": security.auth,
+        },
+    )
     return RunningServer(server, port, health_servicer, names)
 
 

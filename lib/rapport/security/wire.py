@@ -1,0 +1,53 @@
+"""Requests are decoded by Rapport, not by gRPC, so bytes that are not the method's message get
+INVALID_ARGUMENT naming the type (gRPC itself answers INTERNAL "Exception deserializing
+request!", which reads as a server bug), and so nothing is parsed before the caller is
+authorised: this interceptor runs inside `AuthInterceptor`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from rapport.security.handlers import Behaviour, rewrap
+
+log = logging.getLogger(__name__)
+
+
+def _type_name(decode: Callable[[bytes], Any]) -> str:
+    descriptor = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request message"))
+
+
+class RequestDecodingInterceptor(grpc.ServerInterceptor):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode = handler.request_deserializer
+        name = _type_name(decode)
+
+        def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                return decode(raw)
+            except Exception as exc:  # noqa: BLE001 - any failure to parse hostile bytes is the caller's
+                log.info("undecodable request", extra={"type": name, "error": type(exc).__name__})
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {name}")
+
+        def wrap(behaviour: Behaviour, request_streaming: bool, response_streaming: bool) -> Behaviour:
+            if request_streaming:
+
+                def requests(raws: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+                    for raw in raws:
+                        yield parse(raw, context)
+
+                return lambda raws, context: behaviour(requests(raws, context), context)
+            return lambda raw, context: behaviour(parse(raw, context), context)
+
+        return rewrap(handler, wrap, request_deserializer=None)
