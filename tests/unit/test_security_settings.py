@@ -109,7 +109,7 @@ def test_a_server_certificate_that_does_not_match_its_key_is_refused_at_start(pk
 def test_an_expired_server_certificate_is_refused_at_start(tmp_path: Path):
     from datetime import UTC, datetime, timedelta
 
-    old = CertificateAuthority.create().issue("localhost", valid_from=datetime.now(UTC) - timedelta(days=3))
+    old = CertificateAuthority.create().issue("localhost", valid_from=datetime.now(UTC) - timedelta(days=3), days=1)
     cert, key = old.write(tmp_path, "old")
     with pytest.raises(ValueError, match="expired"):
         server_security(GrpcSettings(tls=TlsSettings(str(cert), str(key))))

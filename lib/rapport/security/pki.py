@@ -1,6 +1,6 @@
 """Throwaway certificate authorities and certificates, for tests and TLS on a local stack.
 
-Not for production: keys are unencrypted and lifetimes are short by default.
+Not for production: keys are unencrypted; certificates last 30 days, the CA 60.
 `python -m rapport.security.pki DIR` writes a CA, a server certificate for localhost and
 127.0.0.1, and a client certificate into DIR.
 """
@@ -52,7 +52,7 @@ class CertificateAuthority:
     certificate: x509.Certificate
 
     @classmethod
-    def create(cls, name: str = "Rapport test CA", days: int = 2) -> CertificateAuthority:
+    def create(cls, name: str = "Rapport test CA", days: int = 60) -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         cert = (
@@ -94,7 +94,7 @@ class CertificateAuthority:
         dns_names: tuple[str, ...] = ("localhost",),
         ip_addresses: tuple[str, ...] = ("127.0.0.1", "::1"),
         client: bool = False,
-        days: int = 1,
+        days: int = 30,
         valid_from: datetime | None = None,
     ) -> IssuedCertificate:
         """A server certificate (SANs as given) or, with `client`, a client certificate."""
@@ -132,10 +132,10 @@ def main(argv: list[str]) -> int:
         return 2
     directory = Path(argv[0])
     directory.mkdir(parents=True, exist_ok=True)
-    ca = CertificateAuthority.create(days=30)
+    ca = CertificateAuthority.create()
     ca.write(directory)
-    ca.issue("localhost", days=30).write(directory, "server")
-    ca.issue("rapport-client", client=True, days=30).write(directory, "client")
+    ca.issue("localhost").write(directory, "server")
+    ca.issue("rapport-client", client=True).write(directory, "client")
     print(f"wrote ca.crt, server.crt/.key and client.crt/.key to {directory}")
     return 0
 
