@@ -264,7 +264,7 @@ def client_process(
     out.put(results)
 
 
-def run_level(address: str, concurrency: int, scale: Scale) -> dict[str, Any]:
+def run_level(addresses: list[str], concurrency: int, scale: Scale) -> dict[str, Any]:
     processes = min(concurrency, max(2, (os.cpu_count() or 2)))
     per = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     ctx = multiprocessing.get_context("spawn")
@@ -272,7 +272,16 @@ def run_level(address: str, concurrency: int, scale: Scale) -> dict[str, Any]:
     procs = [
         ctx.Process(
             target=client_process,
-            args=(address, threads, scale.customers, scale.prefix, scale.seconds, scale.warmup, i, out),
+            args=(
+                addresses[i % len(addresses)],
+                threads,
+                scale.customers,
+                scale.prefix,
+                scale.seconds,
+                scale.warmup,
+                i,
+                out,
+            ),
         )
         for i, threads in enumerate(per)
     ]
@@ -326,6 +335,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 agents, 5,000 customers, 5 s per level")
     parser.add_argument("--seconds", type=float, help="measured seconds per concurrency level")
+    parser.add_argument("--routers", type=int, default=1, help="router processes (replicas) sharing the load")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     scale = Scale(100, 5_000, 5.0, 1.0) if args.quick else Scale(500, 50_000, 20.0, 3.0)
@@ -351,30 +361,39 @@ def main() -> None:
         log(f"removed {cleared:,} contacts left by an earlier run")
 
     log_dir = Path(tempfile.mkdtemp(prefix="rapport-bench-routing-"))
-    env = router_env(
-        neo4j_settings,
-        bench_kafka,
-        extra={"RAPPORT_LOG_LEVEL": "WARNING", "RAPPORT_ROUTER_WORKERS": "64"},
-    )
     levels = []
-    with RouterProcess(env, log_dir / "router.log") as router:
-        log(f"router on {router.address}; registering {scale.agents} agents")
-        register_agents(router.address, scale)
+    routers = []
+    try:
+        for i in range(args.routers):
+            env = router_env(
+                neo4j_settings,
+                bench_kafka,
+                extra={"RAPPORT_LOG_LEVEL": "WARNING", "RAPPORT_ROUTER_WORKERS": "32"},
+            )
+            routers.append(RouterProcess(env, log_dir / f"router{i}.log").start())
+        addresses = [r.address for r in routers]
+        log(f"{len(routers)} router process(es) on {', '.join(addresses)}; registering {scale.agents} agents")
+        register_agents(addresses[0], scale)
         for concurrency in CONCURRENCY:
             reset_agents(driver, scale.prefix)
             time.sleep(1.0)
             log(f"{concurrency} concurrent clients for {scale.seconds:.0f} s (+{scale.warmup:.0f} s warm-up)")
-            levels.append(run_level(router.address, concurrency, scale))
+            levels.append(run_level(addresses, concurrency, scale))
             clear_contacts(driver)
+    finally:
+        for r in routers:
+            r.stop()
     driver.close()
 
     result = {
         "benchmark": "routing",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "bench/routing.py" + (" --quick" if args.quick else ""),
+        "command": "bench/routing.py"
+        + (" --quick" if args.quick else "")
+        + (f" --routers {args.routers}" if args.routers != 1 else ""),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "data": {"agents": scale.agents, **data},
-        "router_processes": 1,
+        "router_processes": args.routers,
         "cycle": "RouteContact -> AcceptOffer -> CompleteContact (completion published to Kafka)",
         "levels": levels,
         "targets": {"p99_ms_at_10": 25, "routes_per_second": 300},
@@ -382,7 +401,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print()
-    print(f"RouteContact, {scale.agents} agents, {data['customers']:,} customers, {data['interactions']:,} interactions")
+    print(
+        f"RouteContact, {scale.agents} agents, {data['customers']:,} customers, {data['interactions']:,} interactions,"
+        f" {args.routers} router process(es)"
+    )
     print_table(levels)
     print(f"\nwrote {args.out}")
 
