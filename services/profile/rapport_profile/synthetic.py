@@ -3,6 +3,7 @@ cross-channel stream of many customers for benchmarks and demos."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Iterator
@@ -77,6 +78,8 @@ def customer_stream(
     Event ids are `<prefix>-<n>`; event time advances a second per event.
     """
     rng = random.Random(seed)
+    # Phone numbers cannot carry the prefix; a per-prefix block keeps runs from sharing them.
+    phone_base = int(hashlib.sha256(prefix.encode()).hexdigest(), 16) % 900_000_000
     for n in range(events):
         c = rng.randrange(customers)
         channel, kind = _CHANNELS[rng.randrange(len(_CHANNELS))]
@@ -84,7 +87,7 @@ def customer_stream(
         if channel in (ev.CHANNEL_EMAIL, ev.CHANNEL_CHAT):
             ids.append(identifier(f"email:c{c}.{prefix}@example.com"))
         elif channel in (ev.CHANNEL_VOICE, ev.CHANNEL_SMS):
-            ids.append(identifier(f"phone:+4477009{c % 100000:05d}", verified=False))
+            ids.append(identifier(f"phone:+447{100_000_000 + (phone_base + c) % 800_000_000}", verified=False))
         elif channel == ev.CHANNEL_DEVICE:
             ids.append(identifier(f"device:{prefix}-D{c}", verified=False))
         fields: dict[str, object] = {"topic": _TOPICS[rng.randrange(len(_TOPICS))], "source": "synthetic"}

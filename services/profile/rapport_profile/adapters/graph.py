@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import neo4j
@@ -33,46 +34,87 @@ log = logging.getLogger(__name__)
 # Customers that predate `created_at` (seeded by hand) count as the oldest.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-EXISTING_EVENTS = """
+# Times travel as integer microseconds since the epoch: the driver's pure-Python packing of
+# datetime values was the largest single cost of a batch. DT(x) turns one back into a DateTime.
+_MICROSECOND = timedelta(microseconds=1)
+_DT = re.compile(r"DT\(([^()]+)\)")
+
+
+def _cypher(query: str) -> str:
+    return _DT.sub(
+        r"CASE WHEN \1 IS NULL THEN null "
+        r"ELSE datetime({epochSeconds: \1 / 1000000, nanosecond: \1 % 1000000 * 1000}) END",
+        query,
+    )
+
+
+def _wire(value: Any) -> Any:
+    """Parameters as sent: every datetime, however deep, as epoch microseconds."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // _MICROSECOND
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    return value
+
+
+def _from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+EXISTING_EVENTS = _cypher(
+    """
 UNWIND $ids AS id
 MATCH (i:Interaction {event_id: id})
 OPTIONAL MATCH (c:Customer)-[:HAD]->(i)
 RETURN i.event_id AS event_id, c.id AS customer_id
 """
+)
 
-LOCK_IDENTITIES = """
+LOCK_IDENTITIES = _cypher(
+    """
 UNWIND $identities AS k
 MERGE (i:Identity {key: k.key})
-ON CREATE SET i.kind = k.kind, i.value = k.value, i.verified = k.verified, i.first_seen_at = k.first_at
-SET i.verified = i.verified OR k.verified,
+WITH i, k, DT(k.first_at) AS first_at, DT(k.last_at) AS last_at
+SET i.kind = k.kind, i.value = k.value,
+    i.verified = coalesce(i.verified, false) OR k.verified,
     i.verification_method = coalesce(k.method, i.verification_method),
-    i.first_seen_at = CASE WHEN k.first_at < i.first_seen_at THEN k.first_at ELSE i.first_seen_at END,
-    i.last_seen_at = CASE WHEN i.last_seen_at IS NULL OR k.last_at > i.last_seen_at
-                          THEN k.last_at ELSE i.last_seen_at END
+    i.first_seen_at = CASE WHEN i.first_seen_at IS NULL OR first_at < i.first_seen_at
+                           THEN first_at ELSE i.first_seen_at END,
+    i.last_seen_at = CASE WHEN i.last_seen_at IS NULL OR last_at > i.last_seen_at
+                          THEN last_at ELSE i.last_seen_at END
 WITH i, k
 OPTIONAL MATCH (i)-[:IDENTIFIES]->(c:Customer)
 WHERE c.merged_into IS NULL
-RETURN k.key AS key, c.id AS customer_id, c.created_at AS created_at
+RETURN k.key AS key, c.id AS customer_id,
+       c.created_at.epochSeconds * 1000000 + c.created_at.microsecond AS created_us
 """
+)
 
-CREATE_CUSTOMERS = """
+CREATE_CUSTOMERS = _cypher(
+    """
 UNWIND $customers AS r
 MERGE (c:Customer {id: r.id})
-ON CREATE SET c.created_at = r.created_at, c.merged_into = r.merged_into,
-              c.merged_at = CASE WHEN r.merged_into IS NULL THEN null ELSE $now END
+ON CREATE SET c.created_at = DT(r.created_at), c.merged_into = r.merged_into,
+              c.merged_at = CASE WHEN r.merged_into IS NULL THEN null ELSE DT($now) END
 """
+)
 
-ATTACH_IDENTITIES = """
+ATTACH_IDENTITIES = _cypher(
+    """
 UNWIND $attachments AS r
 MATCH (i:Identity {key: r.key})
 MATCH (c:Customer {id: r.customer_id})
 MERGE (i)-[:IDENTIFIES]->(c)
 """
+)
 
 # A merge, one statement per step so each step sees the previous one's writes.
-MERGE_LOCK_ABSORBED = """
+MERGE_LOCK_ABSORBED = _cypher(
+    """
 MATCH (x:Customer {id: $absorbed}), (f:Customer {id: $survivor})
-SET x.merged_into = $survivor, x.merged_at = $now
+SET x.merged_into = $survivor, x.merged_at = DT($now)
 SET f.first_contact_at = CASE WHEN f.first_contact_at IS NULL OR x.first_contact_at < f.first_contact_at
                               THEN x.first_contact_at ELSE f.first_contact_at END,
     f.last_contact_at = CASE WHEN f.last_contact_at IS NULL OR x.last_contact_at > f.last_contact_at
@@ -83,35 +125,45 @@ SET f.first_contact_at = CASE WHEN f.first_contact_at IS NULL OR x.first_contact
     f.display_name = coalesce(f.display_name, x.display_name)
 RETURN x {.language, .tier, .segment, .display_name, .first_contact_at, .last_contact_at} AS attributes
 """
-MERGE_MOVE_IDENTITIES = """
+)
+MERGE_MOVE_IDENTITIES = _cypher(
+    """
 MATCH (i:Identity)-[r:IDENTIFIES]->(:Customer {id: $absorbed})
 MATCH (f:Customer {id: $survivor})
 CREATE (i)-[:IDENTIFIES]->(f)
 DELETE r
 RETURN collect(i.key) AS keys
 """
-MERGE_MOVE_INTERACTIONS = """
+)
+MERGE_MOVE_INTERACTIONS = _cypher(
+    """
 MATCH (:Customer {id: $absorbed})-[r:HAD]->(i:Interaction)
 MATCH (f:Customer {id: $survivor})
 CREATE (f)-[:HAD]->(i)
 DELETE r
 RETURN collect(i.event_id) AS event_ids
 """
-MERGE_MOVE_DEVICES = """
+)
+MERGE_MOVE_DEVICES = _cypher(
+    """
 MATCH (:Customer {id: $absorbed})-[r:OWNS]->(d:Device)
 MATCH (f:Customer {id: $survivor})
 MERGE (f)-[:OWNS]->(d)
 DELETE r
 RETURN collect(d.id) AS device_ids
 """
-MERGE_MOVE_CASES = """
+)
+MERGE_MOVE_CASES = _cypher(
+    """
 MATCH (:Customer {id: $absorbed})-[r:HAS_CASE]->(k:Case)
 MATCH (f:Customer {id: $survivor})
 MERGE (f)-[:HAS_CASE]->(k)
 DELETE r
 RETURN collect(k.id) AS case_ids
 """
-MERGE_MOVE_AFFINITY = """
+)
+MERGE_MOVE_AFFINITY = _cypher(
+    """
 MATCH (:Customer {id: $absorbed})-[r:SERVED_BY]->(a:Agent)
 MATCH (f:Customer {id: $survivor})
 MERGE (f)-[t:SERVED_BY]->(a)
@@ -125,7 +177,9 @@ WITH r, a.id AS agent_id, properties(r) AS moved
 DELETE r
 RETURN collect(moved {agent_id: agent_id, .contacts, .resolved, .csat_sum, .csat_count, .last_at}) AS affinity
 """
-MERGE_MOVE_CANDIDATES = """
+)
+MERGE_MOVE_CANDIDATES = _cypher(
+    """
 MATCH (:Customer {id: $absorbed})-[r:MAYBE_SAME]-(y:Customer)
 MATCH (f:Customer {id: $survivor})
 WITH f, y, r, r.keys AS keys, r.at AS at
@@ -136,45 +190,54 @@ MERGE (a)-[m:MAYBE_SAME]->(b)
 ON CREATE SET m.keys = keys, m.at = at
 ON MATCH SET m.keys = m.keys + [k IN keys WHERE NOT k IN m.keys]
 """
+)
 # Customers absorbed earlier into the one absorbed now point straight at the new survivor.
-MERGE_SHORTEN_CHAINS = """
+MERGE_SHORTEN_CHAINS = _cypher(
+    """
 MATCH (o:Customer {merged_into: $absorbed})
 SET o.merged_into = $survivor
 """
+)
 
-UPSERT_CASES = """
+UPSERT_CASES = _cypher(
+    """
 UNWIND $cases AS k
 MATCH (c:Customer {id: k.customer_id})
 MERGE (cs:Case {id: k.id})
-ON CREATE SET cs.opened_at = k.first_at
-SET cs.opened_at = CASE WHEN cs.opened_at IS NULL OR k.first_at < cs.opened_at THEN k.first_at ELSE cs.opened_at END
-FOREACH (_ IN CASE WHEN cs.updated_at IS NULL OR k.last_at >= cs.updated_at THEN [1] ELSE [] END |
+WITH c, cs, k, DT(k.first_at) AS first_at, DT(k.last_at) AS last_at
+SET cs.opened_at = CASE WHEN cs.opened_at IS NULL OR first_at < cs.opened_at THEN first_at ELSE cs.opened_at END
+FOREACH (_ IN CASE WHEN cs.updated_at IS NULL OR last_at >= cs.updated_at THEN [1] ELSE [] END |
     SET cs.status = coalesce(k.status, cs.status),
         cs.title = coalesce(k.title, cs.title),
         cs.owner_agent_id = coalesce(k.owner_agent_id, cs.owner_agent_id),
         cs.proactive = coalesce(k.proactive, cs.proactive, false),
-        cs.updated_at = k.last_at)
+        cs.updated_at = last_at)
 MERGE (c)-[:HAS_CASE]->(cs)
 """
+)
 
-UPSERT_DEVICES = """
+UPSERT_DEVICES = _cypher(
+    """
 UNWIND $devices AS d
 MATCH (c:Customer {id: d.customer_id})
 MERGE (dv:Device {id: d.id})
-FOREACH (_ IN CASE WHEN dv.updated_at IS NULL OR d.last_at >= dv.updated_at THEN [1] ELSE [] END |
+WITH c, dv, d, DT(d.last_at) AS last_at
+FOREACH (_ IN CASE WHEN dv.updated_at IS NULL OR last_at >= dv.updated_at THEN [1] ELSE [] END |
     SET dv.model = coalesce(d.model, dv.model),
         dv.firmware = coalesce(d.firmware, dv.firmware),
-        dv.updated_at = d.last_at)
+        dv.updated_at = last_at)
 MERGE (c)-[:OWNS]->(dv)
 """
+)
 
 # `_new` marks nodes this transaction created, so a duplicate racing in from another
 # transaction is neither linked nor counted twice.
-CREATE_INTERACTIONS = """
+CREATE_INTERACTIONS = _cypher(
+    """
 UNWIND $rows AS row
 MATCH (c:Customer {id: row.customer_id})
 MERGE (i:Interaction {event_id: row.event_id})
-ON CREATE SET i += row.props, i.ingested_at = $now, i._new = true
+ON CREATE SET i += row.props, i.at = DT(row.at), i.ingested_at = DT($now), i._new = true
 WITH c, i, row WHERE i._new
 REMOVE i._new
 CREATE (c)-[:HAD]->(i)
@@ -186,49 +249,60 @@ FOREACH (_ IN CASE WHEN row.case_id IS NULL THEN [] ELSE [1] END |
     MERGE (k:Case {id: row.case_id}) CREATE (i)-[:IN_CASE]->(k))
 RETURN row.event_id AS event_id
 """
+)
 
-ADD_AFFINITY = """
+ADD_AFFINITY = _cypher(
+    """
 UNWIND $affinity AS s
 MATCH (c:Customer {id: s.customer_id})
 MATCH (a:Agent {id: s.agent_id})
 MERGE (c)-[r:SERVED_BY]->(a)
 ON CREATE SET r.contacts = 0, r.resolved = 0, r.csat_sum = 0, r.csat_count = 0
+WITH r, s, DT(s.last_at) AS last_at
 SET r.contacts = r.contacts + s.contacts,
     r.resolved = r.resolved + s.resolved,
     r.csat_sum = r.csat_sum + s.csat_sum,
     r.csat_count = r.csat_count + s.csat_count,
-    r.last_at = CASE WHEN r.last_at IS NULL OR s.last_at > r.last_at THEN s.last_at ELSE r.last_at END
+    r.last_at = CASE WHEN r.last_at IS NULL OR last_at > r.last_at THEN last_at ELSE r.last_at END
 """
+)
 
-UPDATE_CUSTOMERS = """
+UPDATE_CUSTOMERS = _cypher(
+    """
 UNWIND $customers AS u
 MATCH (c:Customer {id: u.id})
-SET c.first_contact_at = CASE WHEN c.first_contact_at IS NULL OR u.first_at < c.first_contact_at
-                              THEN u.first_at ELSE c.first_contact_at END,
-    c.last_contact_at = CASE WHEN c.last_contact_at IS NULL OR u.last_at > c.last_contact_at
-                             THEN u.last_at ELSE c.last_contact_at END
-FOREACH (_ IN CASE WHEN u.traits_at IS NOT NULL AND (c.traits_at IS NULL OR u.traits_at >= c.traits_at)
+WITH c, u, DT(u.first_at) AS first_at, DT(u.last_at) AS last_at, DT(u.traits_at) AS traits_at
+SET c.first_contact_at = CASE WHEN c.first_contact_at IS NULL OR first_at < c.first_contact_at
+                              THEN first_at ELSE c.first_contact_at END,
+    c.last_contact_at = CASE WHEN c.last_contact_at IS NULL OR last_at > c.last_contact_at
+                             THEN last_at ELSE c.last_contact_at END
+FOREACH (_ IN CASE WHEN traits_at IS NOT NULL AND (c.traits_at IS NULL OR traits_at >= c.traits_at)
                    THEN [1] ELSE [] END |
     SET c.language = coalesce(u.traits.language, c.language),
         c.tier = coalesce(u.traits.tier, c.tier),
         c.segment = coalesce(u.traits.segment, c.segment),
         c.display_name = coalesce(u.traits.display_name, c.display_name),
-        c.traits_at = u.traits_at)
+        c.traits_at = traits_at)
 """
+)
 
-LINK_CANDIDATES = """
+LINK_CANDIDATES = _cypher(
+    """
 UNWIND $candidates AS p
 MATCH (a:Customer {id: p.a}), (b:Customer {id: p.b})
 MERGE (a)-[m:MAYBE_SAME]->(b)
-ON CREATE SET m.keys = p.keys, m.at = $now
+ON CREATE SET m.keys = p.keys, m.at = DT($now)
 ON MATCH SET m.keys = m.keys + [k IN p.keys WHERE NOT k IN m.keys]
 """
+)
 
-RECORD_MERGES = """
+RECORD_MERGES = _cypher(
+    """
 UNWIND $merges AS m
 MERGE (g:Merge {id: m.id})
-ON CREATE SET g += m.props
+ON CREATE SET g += m.props, g.at = DT(m.at), g.event_at = DT(m.event_at)
 """
+)
 
 
 @dataclass(frozen=True)
@@ -315,7 +389,7 @@ class GraphWriter:
             return session.execute_write(write, list(records))
 
     def _run(self, tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
-        return list(tx.run(query, params))
+        return list(tx.run(query, _wire(params)))
 
     def _write(self, tx: neo4j.ManagedTransaction, all_records: list[InteractionRecord]) -> BatchResult:
         now = self._clock()
@@ -363,7 +437,8 @@ class GraphWriter:
                     {
                         "event_id": rec.event_id,
                         "customer_id": plan.owners[rec.event_id],
-                        "props": rec.properties,
+                        "props": {k: v for k, v in rec.properties.items() if k != "at"},
+                        "at": rec.at,
                         "agent_id": rec.agent_id,
                         "topic": rec.topic,
                         "case_id": rec.case.id if rec.case else None,
@@ -433,7 +508,10 @@ class GraphWriter:
         known: dict[str, KnownCustomer | None] = {}
         for r in self._run(tx, LOCK_IDENTITIES, identities=rows):
             cid = r["customer_id"]
-            known[r["key"]] = KnownCustomer(cid, _native(r["created_at"]) or _EPOCH) if cid is not None else None
+            created = r["created_us"]
+            known[r["key"]] = (
+                KnownCustomer(cid, _from_us(created) if created is not None else _EPOCH) if cid is not None else None
+            )
         return known
 
     def _absorb(self, tx: neo4j.ManagedTransaction, absorbed: str, survivor: str, now: datetime) -> dict[str, Any]:
