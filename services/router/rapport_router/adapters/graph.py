@@ -1,11 +1,12 @@
 """All of the router's Cypher: agents, customer context, atomic reservations, the durable queue.
 
 Every statement runs as one auto-commit transaction, bounded by the current deadline. Each
-statement that changes a contact or an agent first takes the node's write lock (a `SET` of a
-throw-away property) and only then reads what it checks, so two router processes can never
-both pass the same check: capacity, state, and the offer being the current one. Locks are
-always taken contact first, then agent, so the statements cannot deadlock one another (Neo4j
-detects any other cycle, which surfaces as a transient error and is retried).
+statement that changes a contact or an agent first takes the node's write lock, by writing to
+it (an agent's `rev`, a contact's `updated_at`: writes every change makes anyway), and only
+then reads what it checks, so two router processes can never both pass the same check:
+capacity, state, and the offer being the current one. Locks are always taken contact first,
+then agent, so the statements cannot deadlock one another (Neo4j detects any other cycle,
+which surfaces as a transient error and is retried).
 
 Every change is guarded by the state it expects, so re-running a statement whose commit was
 lost in a broken connection is harmless.
@@ -111,8 +112,7 @@ CONTACT = contact_projection()
 
 UPSERT_AGENT = f"""
 MERGE (a:Agent {{id: $id}})
-SET a._lock = true
-REMOVE a._lock
+SET a.rev = $rev
 WITH a, a.created_at IS NULL AS created, a.status AS before
 SET a.created_at = coalesce(a.created_at, $now),
     a.display_name = $display_name,
@@ -144,8 +144,7 @@ RETURN {AGENT} AS agent, created
 
 SET_AGENT_STATUS = f"""
 MATCH (a:Agent {{id: $id}})
-SET a._lock = true
-REMOVE a._lock
+SET a.rev = $rev
 WITH a, a.status AS before
 SET a.status = $status, a.updated_at = $now, a.rev = $rev
 SET a.status_changed_at = CASE WHEN before = $status THEN a.status_changed_at ELSE $now END
@@ -237,8 +236,7 @@ _AGENT_FREE = "a.status = 'available' AND coalesce(a[$active_key], 0) < coalesce
 # A new contact, offered at once: lock the agent, check, count the contact in, create it.
 RESERVE_NEW = f"""
 MATCH (a:Agent {{id: $agent_id}})
-SET a._lock = true
-REMOVE a._lock
+SET a.rev = $rev
 WITH a, {_AGENT_FREE} AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET a[$active_key] = coalesce(a[$active_key], 0) + 1,
@@ -254,12 +252,10 @@ RETURN ok, {AGENT} AS agent
 # A waiting contact, offered: lock the contact, then the agent; both must still qualify.
 RESERVE_WAITING = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c._lock = true
-REMOVE c._lock
+SET c.updated_at = $now
 WITH c
 MATCH (a:Agent {{id: $agent_id}})
-SET a._lock = true
-REMOVE a._lock
+SET a.rev = $rev
 WITH c, a, c.state = 'waiting' AS waiting, a.id IN coalesce(c.declined_by, []) AS declined, {_AGENT_FREE} AS free
 WITH c, a, waiting, declined, waiting AND NOT declined AND free AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
@@ -283,8 +279,7 @@ def _release_agent(var: str = "a") -> str:
     """Clauses that take one contact off `var`'s load on the contact's channel (agent locked first)."""
     key = "'active_' + c.channel"
     return f"""
-    SET {var}._lock = true
-    REMOVE {var}._lock
+    SET {var}.rev = $rev
     SET {var}[{key}] = CASE WHEN coalesce({var}[{key}], 0) > 0 THEN {var}[{key}] - 1 ELSE 0 END,
         {var}.updated_at = $now, {var}.rev = $rev
     SET {var}.idle_since = CASE WHEN {_total_active(var)} = 0 THEN coalesce({var}.idle_since, $now)
@@ -295,8 +290,7 @@ def _release_agent(var: str = "a") -> str:
 # to be offered to that agent, whose capacity is freed.
 RELEASE_OFFER = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c._lock = true
-REMOVE c._lock
+SET c.updated_at = $now
 WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND ($agent_id IS NULL OR c.agent_id = $agent_id) AS ok
 OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok
 FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
@@ -309,8 +303,7 @@ RETURN ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END 
 
 ACCEPT_OFFER = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c._lock = true
-REMOVE c._lock
+SET c.updated_at = $now
 WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND c.agent_id = $agent_id
         AND c.offer_expires_at >= $now AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
@@ -320,8 +313,7 @@ RETURN ok, {CONTACT} AS contact
 
 COMPLETE_CONTACT = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c._lock = true
-REMOVE c._lock
+SET c.updated_at = $now
 WITH c, c.state AS before, c.state = 'assigned' AND ($agent_id IS NULL OR c.agent_id = $agent_id) AS ok
 OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok
 FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
@@ -336,8 +328,7 @@ RETURN before, ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGE
 
 CANCEL_CONTACT = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c._lock = true
-REMOVE c._lock
+SET c.updated_at = $now
 WITH c, c.state AS before, c.state IN ['waiting', 'offered'] AS ok
 OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok AND before = 'offered'
 FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})

@@ -138,24 +138,29 @@ class Explanation:
     summary: str = ""
 
     def to_json(self) -> str:
-        def factor(f: Factor) -> dict[str, Any]:
-            return {
-                "name": f.name,
-                "value": f.value,
-                "weight": f.weight,
-                "contribution": f.contribution,
-                "detail": f.detail,
-            }
+        """Compact JSON for storage: empty evidence fields and runner-ups' details are left out."""
+
+        def factor(f: Factor, *, detailed: bool = True) -> dict[str, Any]:
+            out = {"name": f.name, "value": f.value, "weight": f.weight, "contribution": f.contribution}
+            if detailed:
+                out["detail"] = f.detail
+            return out
 
         return json.dumps(
             {
                 "agent_id": self.agent_id,
                 "score": self.score,
                 "factors": [factor(f) for f in self.factors],
-                "evidence": [{k: getattr(e, k) for k in _EVIDENCE_FIELDS} for e in self.evidence],
+                "evidence": [
+                    {k: v for k in _EVIDENCE_FIELDS if (v := getattr(e, k)) not in (None, 0)} for e in self.evidence
+                ],
                 "eligible_agents": self.eligible_agents,
                 "runner_ups": [
-                    {"agent_id": r.agent_id, "score": r.score, "factors": [factor(f) for f in r.factors]}
+                    {
+                        "agent_id": r.agent_id,
+                        "score": r.score,
+                        "factors": [factor(f, detailed=False) for f in r.factors],
+                    }
                     for r in self.runner_ups
                 ],
                 "summary": self.summary,
@@ -169,11 +174,12 @@ class Explanation:
         return cls(
             agent_id=raw["agent_id"],
             score=raw["score"],
-            factors=tuple(Factor(**f) for f in raw["factors"]),
+            factors=tuple(Factor(**{"detail": "", **f}) for f in raw["factors"]),
             evidence=tuple(Evidence(**{**e, "kind": EvidenceKind(e["kind"])}) for e in raw["evidence"]),
             eligible_agents=raw["eligible_agents"],
             runner_ups=tuple(
-                RunnerUp(r["agent_id"], r["score"], tuple(Factor(**f) for f in r["factors"])) for r in raw["runner_ups"]
+                RunnerUp(r["agent_id"], r["score"], tuple(Factor(**{"detail": "", **f}) for f in r["factors"]))
+                for r in raw["runner_ups"]
             ),
             summary=raw["summary"],
         )
