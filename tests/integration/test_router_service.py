@@ -350,3 +350,24 @@ def _route_or_none(router: RouterHarness, uid: str, team: str) -> rt.Contact | N
     except grpc.RpcError as exc:
         assert exc.code() == grpc.StatusCode.UNAVAILABLE
         return None
+
+
+def test_an_agent_going_away_hands_pending_offers_to_the_next_best(router: RouterHarness, uid: str):
+    team = f"{uid}-team"
+    a, b = f"{uid}-a", f"{uid}-b"
+    router.add_agents(agent(a, team, skills={"billing": 5}), agent(b, team, skills={"billing": 2}))
+    routed = router.route(contact_id=f"{uid}-c1", identifier=email(f"ivy.{uid}"), topic="billing", team=team)
+    assert routed.offer.agent_id == a
+    away = router.stub.SetAgentStatus(
+        rt.SetAgentStatusRequest(agent_id=a, status=rt.AGENT_STATUS_AWAY), timeout=CALL_TIMEOUT
+    )
+    assert list(away.withdrawn_contact_ids) == [routed.id]
+    assert away.agent.status == rt.AGENT_STATUS_AWAY and router.active(a) == 0
+    moved = router.contact(routed.id)
+    assert moved.offer.agent_id == b and list(moved.declined_by) == [a]
+    # Away agents get nothing new; back to available, they are first again.
+    assert router.route(contact_id=f"{uid}-c2", identifier=email(f"jo.{uid}"), team=team).state == (
+        rt.CONTACT_STATE_WAITING
+    )
+    router.stub.SetAgentStatus(rt.SetAgentStatusRequest(agent_id=a, status=rt.AGENT_STATUS_AVAILABLE), timeout=5)
+    assert eventually(lambda: router.contact(f"{uid}-c2").offer.agent_id == a)
