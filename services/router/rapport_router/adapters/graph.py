@@ -555,7 +555,8 @@ def contact_props(
         "attributes": json.dumps(dict(sorted(attributes.items()))) if attributes else None,
         "offer_attempt": 0,
     }
-    return {k: v for k, v in props.items() if v is not None}
+    # Absent, not empty: every stored property costs a write on the hot path.
+    return {k: v for k, v in props.items() if v is not None and v != []}
 
 
 def offer_props(offer: OfferInfo) -> dict[str, Any]:
