@@ -1,6 +1,7 @@
 """`rapport agents ...`, `rapport route ...` and `rapport queue`: the RouterService from a shell.
 
-RAPPORT_ROUTER_ADDR (default 127.0.0.1:50053) says where the service is. Every call has a
+RAPPORT_ROUTER_ADDR (default 127.0.0.1:50053) says where the service is; the channel is
+secured as RAPPORT_TLS_* and RAPPORT_AUTH_TOKEN say (rapport.channels). Every call has a
 deadline. Human output by default; `--json` prints the service's answer as JSON for scripts.
 
     rapport agents upsert agt_1 --skill billing=4 --language fr --team tier1 --capacity chat=3 --status available
@@ -24,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
+from rapport.channels import open_channel
 from rapport.identity import InvalidIdentifier, kind_from_name
 from rapport.settings import ROUTER_PORT
 from rapport.v1 import events_pb2, router_pb2, router_pb2_grpc
@@ -40,7 +42,8 @@ def _address() -> str:
 
 
 def _stub() -> router_pb2_grpc.RouterServiceStub:
-    return router_pb2_grpc.RouterServiceStub(grpc.insecure_channel(_address()))
+    # TLS, client certificates and bearer tokens from RAPPORT_TLS_* / RAPPORT_AUTH_TOKEN, when set.
+    return router_pb2_grpc.RouterServiceStub(open_channel(_address()))
 
 
 def _fail(exc: grpc.RpcError) -> typer.Exit:
