@@ -58,8 +58,6 @@ class RouterConfig:
     tick: float = 0.5
     # Waiting contacts considered together in one batch assignment.
     batch_limit: int = 200
-    # Agents tried one after another for one contact before it queues.
-    max_reservation_attempts: int = 8
     # The agent roster is re-read when older than this many seconds.
     roster_max_age: float = 0.5
     # Seconds between refreshes of the agents' outcome statistics (similar-customer success).
@@ -111,7 +109,6 @@ class RouterConfig:
             ageing_seconds=_float(env, "AGEING_SECONDS", cls.ageing_seconds, minimum=1.0),
             tick=_float(env, "TICK", cls.tick, minimum=0.01),
             batch_limit=_int(env, "BATCH_LIMIT", cls.batch_limit, minimum=1),
-            max_reservation_attempts=_int(env, "MAX_RESERVATION_ATTEMPTS", cls.max_reservation_attempts, minimum=1),
             roster_max_age=_float(env, "ROSTER_MAX_AGE", cls.roster_max_age),
             stats_refresh=_float(env, "STATS_REFRESH", cls.stats_refresh, minimum=1.0),
             request_timeout=request_timeout,
