@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from rapport_profile.adapters.graph import GraphWriter
 from rapport_profile.adapters.kafka import KafkaOutbox
 from rapport_profile.config import IngestSettings
 from rapport_profile.domain.records import KafkaRecord
-from rapport_profile.ingest import Graph, IngestService, Outbox
+from rapport_profile.ingest import Graph, IngestService, Outbox, PreparedBatch
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,27 @@ def build_ingest_worker(
     async def ingest(stream: Any) -> None:
         # noack_take: Faust's take() acks a batch when the loop moves on, even if handling
         # failed; here a batch is acked only after the graph commit and the outbox sends.
-        async for events in stream.noack_take(settings.batch_size, within=settings.linger):
+        # Batches are decoded here and written, in order, by one writer task, so the next batch
+        # is read and decoded while the graph commits the previous one.
+        pending: asyncio.Queue[tuple[list[Any], PreparedBatch]] = asyncio.Queue(maxsize=1)
+        writer = asyncio.ensure_future(write_batches(stream, pending))
+        try:
+            async for events in stream.noack_take(settings.batch_size, within=settings.linger):
+                prepared = service.prepare([_record(e) for e in events])
+                await pending.put((list(events), prepared))
+                if writer.done():
+                    break
+        finally:
+            if not writer.done():
+                # Let the batches in hand finish (Faust waits for their acks on shutdown).
+                await pending.join()
+                writer.cancel()
+
+    async def write_batches(stream: Any, pending: asyncio.Queue[tuple[list[Any], PreparedBatch]]) -> None:
+        while True:
+            events, prepared = await pending.get()
             try:
-                outcome = await service.handle([_record(e) for e in events])
+                outcome = await service.commit(prepared)
             except Exception as exc:
                 _die(exc)
                 raise
@@ -152,6 +171,7 @@ def build_ingest_worker(
             progress.stored += outcome.stored
             progress.duplicates += outcome.duplicates
             progress.dead_lettered += outcome.dead_lettered
+            pending.task_done()
 
     app.agent(topic, name="rapport-profile-ingest")(ingest)
 

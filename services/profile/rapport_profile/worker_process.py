@@ -71,6 +71,8 @@ class WorkerProcess:
         self.log_path = log_path
         self.popen: subprocess.Popen[bytes] | None = None
         self.peak_rss = 0
+        # CPU seconds (user + system) the worker had used when last sampled.
+        self.cpu_seconds = 0.0
         self._sampler: threading.Thread | None = None
 
     def start(self, ready_timeout: float = 60.0) -> WorkerProcess:
@@ -89,6 +91,8 @@ class WorkerProcess:
             proc = psutil.Process(popen.pid)
             while popen.poll() is None:
                 self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+                times = proc.cpu_times()
+                self.cpu_seconds = times.user + times.system
                 time.sleep(0.1)
         except psutil.Error:
             return

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import neo4j
+import neo4j.exceptions
 
 from rapport.events import validate
 from rapport.identity import NormalisedIdentifier
@@ -76,19 +77,25 @@ LOCK_IDENTITIES = _cypher(
     """
 UNWIND $identities AS k
 MERGE (i:Identity {key: k.key})
-WITH i, k, DT(k.first_at) AS first_at, DT(k.last_at) AS last_at
-SET i.kind = k.kind, i.value = k.value,
-    i.verified = coalesce(i.verified, false) OR k.verified,
-    i.verification_method = coalesce(k.method, i.verification_method),
-    i.first_seen_at = CASE WHEN i.first_seen_at IS NULL OR first_at < i.first_seen_at
-                           THEN first_at ELSE i.first_seen_at END,
-    i.last_seen_at = CASE WHEN i.last_seen_at IS NULL OR last_at > i.last_seen_at
-                          THEN last_at ELSE i.last_seen_at END
+ON CREATE SET i.kind = k.kind, i.value = k.value, i.verified = k.verified,
+              i.verification_method = k.method, i.first_seen_at = DT(k.first_at)
+SET i.last_seen_at = CASE WHEN i.last_seen_at IS NULL OR DT(k.last_at) > i.last_seen_at
+                          THEN DT(k.last_at) ELSE i.last_seen_at END
 WITH i, k
-OPTIONAL MATCH (i)-[:IDENTIFIES]->(c:Customer)
+WHERE (k.verified AND NOT i.verified) OR DT(k.first_at) < i.first_seen_at
+   OR (k.method IS NOT NULL AND k.method <> coalesce(i.verification_method, ''))
+SET i.verified = i.verified OR k.verified,
+    i.verification_method = coalesce(k.method, i.verification_method),
+    i.first_seen_at = CASE WHEN DT(k.first_at) < i.first_seen_at THEN DT(k.first_at) ELSE i.first_seen_at END
+"""
+)
+# Read only once every identity is locked, so no other transaction can move one meanwhile.
+IDENTITY_OWNERS = _cypher(
+    """
+UNWIND $keys AS key
+MATCH (:Identity {key: key})-[:IDENTIFIES]->(c:Customer)
 WHERE c.merged_into IS NULL
-RETURN k.key AS key, c.id AS customer_id,
-       c.created_at.epochSeconds * 1000000 + c.created_at.microsecond AS created_us
+RETURN key, c.id AS customer_id, c.created_at.epochSeconds * 1000000 + c.created_at.microsecond AS created_us
 """
 )
 
@@ -232,22 +239,34 @@ MERGE (c)-[:OWNS]->(dv)
 
 # `_new` marks nodes this transaction created, so a duplicate racing in from another
 # transaction is neither linked nor counted twice.
+# Agents, topics and cases a batch names, MERGEd once each (sorted) before the interactions.
+ENSURE_AGENTS = _cypher(
+    """
+UNWIND $ids AS id
+MERGE (:Agent {id: id})
+"""
+)
+ENSURE_TOPICS = _cypher(
+    """
+UNWIND $names AS name
+MERGE (:Topic {name: name})
+"""
+)
+
+# CREATE, not MERGE: events already stored were filtered out above, and a duplicate racing in
+# from another transaction hits the uniqueness constraint, which reruns the whole batch.
 CREATE_INTERACTIONS = _cypher(
     """
 UNWIND $rows AS row
 MATCH (c:Customer {id: row.customer_id})
-MERGE (i:Interaction {event_id: row.event_id})
-ON CREATE SET i += row.props, i.at = DT(row.at), i.ingested_at = DT($now), i._new = true
-WITH c, i, row WHERE i._new
-REMOVE i._new
-CREATE (c)-[:HAD]->(i)
-FOREACH (_ IN CASE WHEN row.agent_id IS NULL THEN [] ELSE [1] END |
-    MERGE (a:Agent {id: row.agent_id}) CREATE (i)-[:HANDLED_BY]->(a))
-FOREACH (_ IN CASE WHEN row.topic IS NULL THEN [] ELSE [1] END |
-    MERGE (t:Topic {name: row.topic}) CREATE (i)-[:ABOUT]->(t))
-FOREACH (_ IN CASE WHEN row.case_id IS NULL THEN [] ELSE [1] END |
-    MERGE (k:Case {id: row.case_id}) CREATE (i)-[:IN_CASE]->(k))
-RETURN row.event_id AS event_id
+OPTIONAL MATCH (a:Agent {id: row.agent_id})
+OPTIONAL MATCH (t:Topic {name: row.topic})
+OPTIONAL MATCH (k:Case {id: row.case_id})
+CREATE (c)-[:HAD]->(i:Interaction)
+SET i = row.props, i.at = DT(row.at), i.ingested_at = DT($now)
+FOREACH (_ IN CASE WHEN a IS NULL THEN [] ELSE [1] END | CREATE (i)-[:HANDLED_BY]->(a))
+FOREACH (_ IN CASE WHEN t IS NULL THEN [] ELSE [1] END | CREATE (i)-[:ABOUT]->(t))
+FOREACH (_ IN CASE WHEN k IS NULL THEN [] ELSE [1] END | CREATE (i)-[:IN_CASE]->(k))
 """
 )
 
@@ -386,7 +405,13 @@ class GraphWriter:
             return BatchResult()
         with self._driver.session(database=self._database) as session:
             write = neo4j.unit_of_work(timeout=self._timeout)(self._write)
-            return session.execute_write(write, list(records))
+            try:
+                return session.execute_write(write, list(records))
+            except neo4j.exceptions.ConstraintError:
+                # Another transaction stored one of these events after our duplicate check; a
+                # second run sees it as stored. A second failure is a real error.
+                log.info("a concurrent duplicate was refused; writing the batch again")
+                return session.execute_write(write, list(records))
 
     def _run(self, tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
         return list(tx.run(query, _wire(params)))
@@ -427,28 +452,29 @@ class GraphWriter:
         }
         self._upsert_cases_and_devices(tx, records, plan)
 
-        created = {
-            r["event_id"]
-            for r in self._run(
-                tx,
-                CREATE_INTERACTIONS,
-                now=now,
-                rows=[
-                    {
-                        "event_id": rec.event_id,
-                        "customer_id": plan.owners[rec.event_id],
-                        "props": {k: v for k, v in rec.properties.items() if k != "at"},
-                        "at": rec.at,
-                        "agent_id": rec.agent_id,
-                        "topic": rec.topic,
-                        "case_id": rec.case.id if rec.case else None,
-                    }
-                    for rec in records
-                ],
-            )
-        }
-        stored = [r for r in records if r.event_id in created]
-        duplicates += [r.event_id for r in records if r.event_id not in created]
+        agents = sorted({r.agent_id for r in records if r.agent_id})
+        if agents:
+            self._run(tx, ENSURE_AGENTS, ids=agents)
+        topics = sorted({r.topic for r in records if r.topic})
+        if topics:
+            self._run(tx, ENSURE_TOPICS, names=topics)
+        self._run(
+            tx,
+            CREATE_INTERACTIONS,
+            now=now,
+            rows=[
+                {
+                    "customer_id": plan.owners[rec.event_id],
+                    "props": {k: v for k, v in rec.properties.items() if k != "at"},
+                    "at": rec.at,
+                    "agent_id": rec.agent_id,
+                    "topic": rec.topic,
+                    "case_id": rec.case.id if rec.case else None,
+                }
+                for rec in records
+            ],
+        )
+        stored = records
         self._add_aggregates(tx, stored, plan)
         if plan.candidates:
             self._run(
@@ -505,8 +531,9 @@ class GraphWriter:
                     row["last_at"] = max(row["last_at"], rec.at)
         # Sorted, so two transactions over the same identities lock them in the same order.
         rows = [sightings[k] for k in sorted(sightings)]
-        known: dict[str, KnownCustomer | None] = {}
-        for r in self._run(tx, LOCK_IDENTITIES, identities=rows):
+        self._run(tx, LOCK_IDENTITIES, identities=rows)
+        known: dict[str, KnownCustomer | None] = dict.fromkeys(sightings)
+        for r in self._run(tx, IDENTITY_OWNERS, keys=sorted(sightings)):
             cid = r["customer_id"]
             created = r["created_us"]
             known[r["key"]] = (

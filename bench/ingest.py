@@ -1,0 +1,330 @@
+"""Ingest benchmark: Kafka -> profile worker -> Neo4j, end to end, on this machine.
+
+    .venv/bin/python bench/ingest.py            # 200,000 events for 20,000 customers
+    .venv/bin/python bench/ingest.py --quick    # 20,000 events for 2,000 customers, shorter runs
+
+Needs the local Kafka and Neo4j (`make up`; RAPPORT_KAFKA_BOOTSTRAP / RAPPORT_NEO4J_* point it
+elsewhere). Every run uses fresh topics, a fresh consumer group and its own id prefix, so it
+never touches other data. Runs `python -m rapport_profile.worker` as a child process and
+measures, in one run:
+
+1. sustained rate: the events are serialised up front, then produced as fast as the producer
+   goes while the batched worker ingests; rate = events / (first produced -> last visible in
+   the graph), "visible" meaning a count query on Interaction sees it;
+2. the same with RAPPORT_PROFILE_BATCH_SIZE=1 as the baseline (fewer events), and the ratio;
+3. freshness at a fixed 1,000 events/s: produced (send call) -> committed, where committed is
+   the `committed_at` of the CustomerUpdated record the worker publishes right after the graph
+   transaction commits; p50/p95/p99;
+4. the worker's peak resident memory (sampled every 100 ms) over the sustained run.
+
+Prints a table and writes bench/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import neo4j
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from rapport.events import validate
+from rapport.graph.driver import open_driver
+from rapport.graph.schema import apply_migrations
+from rapport.identity import partition_key
+from rapport.settings import KafkaSettings, Neo4jSettings
+from rapport.topics import ensure_topics
+from rapport.v1 import events_pb2 as ev
+from rapport_profile.synthetic import customer_stream
+from rapport_profile.worker_process import WorkerProcess, free_port, worker_env
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+console = Console()
+
+
+def log(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+def fresh_topics(base: KafkaSettings, run: str, name: str) -> KafkaSettings:
+    settings = KafkaSettings(
+        bootstrap_servers=base.bootstrap_servers,
+        interactions_topic=f"bench.{run}.{name}.interactions",
+        dead_letter_topic=f"bench.{run}.{name}.dlq",
+        customer_updates_topic=f"bench.{run}.{name}.customer-updates",
+        interactions_partitions=base.interactions_partitions,
+        request_timeout=base.request_timeout,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def serialise(events: Iterable[ev.InteractionEvent]) -> list[tuple[str, bytes, bytes]]:
+    out = []
+    for event in events:
+        validate(event)
+        out.append((event.event_id, partition_key(list(event.identifiers)), event.SerializeToString()))
+    return out
+
+
+def producer(settings: KafkaSettings) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_in_flight_requests_per_connection=5,
+    )
+
+
+def stored(driver: neo4j.Driver, prefix: str) -> int:
+    records, _, _ = driver.execute_query(
+        "MATCH (i:Interaction) WHERE i.event_id STARTS WITH $p RETURN count(i) AS n", p=prefix
+    )
+    return int(records[0]["n"])
+
+
+def wait_visible(driver: neo4j.Driver, prefix: str, total: int, worker: WorkerProcess, timeout: float) -> float:
+    """Polls the graph until `total` events with `prefix` are there; returns when it saw them."""
+    deadline = time.monotonic() + timeout
+    last_log = time.monotonic()
+    while time.monotonic() < deadline:
+        n = stored(driver, prefix)
+        if n >= total:
+            return time.monotonic()
+        if time.monotonic() - last_log > 10:
+            log(f"  {n:,} / {total:,} visible")
+            last_log = time.monotonic()
+        if not worker.running:
+            raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+        time.sleep(0.25)
+    raise TimeoutError(f"only {stored(driver, prefix):,} of {total:,} visible after {timeout} s")
+
+
+def run_sustained(
+    base: KafkaSettings,
+    graph: Neo4jSettings,
+    driver: neo4j.Driver,
+    *,
+    run: str,
+    name: str,
+    customers: int,
+    events: int,
+    batch_size: int,
+    linger: float,
+    logs: Path,
+) -> dict[str, Any]:
+    topics = fresh_topics(base, run, name)
+    prefix = f"{run}{name}"
+    payloads = serialise(customer_stream(customers, events, prefix=prefix))
+    env = worker_env(topics, graph, group=f"bench-{run}-{name}", port=free_port(), batch_size=batch_size, linger=linger)
+    with WorkerProcess(env, logs / f"worker-{name}.log") as worker:
+        time.sleep(3)  # let the consumer join its group, so start-up is not measured
+        log(f"{name}: producing {events:,} events for {customers:,} customers (batch size {batch_size})")
+        kafka = producer(topics)
+        started = time.monotonic()
+        for _, key, value in payloads:
+            kafka.send(topics.interactions_topic, key=key, value=value)
+        kafka.flush()
+        produced = time.monotonic()
+        kafka.close()
+        visible = wait_visible(driver, f"{prefix}-", events, worker, timeout=max(600.0, events / 20))
+        _, health = worker.health()
+        peak = worker.peak_rss
+        time.sleep(0.2)
+        cpu = worker.cpu_seconds
+    elapsed = visible - started
+    return {
+        "events": events,
+        "customers": customers,
+        "batch_size": batch_size,
+        "linger_s": linger,
+        "produce_s": round(produced - started, 3),
+        "elapsed_s": round(elapsed, 3),
+        "events_per_s": round(events / elapsed, 1),
+        "worker_peak_rss_mb": round(peak / 2**20, 1),
+        "worker_cpu_s": round(cpu, 1),
+        "dead_lettered": health.get("dead_lettered"),
+    }
+
+
+def run_freshness(
+    base: KafkaSettings,
+    graph: Neo4jSettings,
+    *,
+    run: str,
+    customers: int,
+    rate: int,
+    seconds: int,
+    batch_size: int,
+    linger: float,
+    logs: Path,
+) -> dict[str, Any]:
+    topics = fresh_topics(base, run, "fresh")
+    prefix = f"{run}fresh"
+    total = rate * seconds
+    payloads = serialise(customer_stream(customers, total, prefix=prefix, seed=11))
+    env = worker_env(topics, graph, group=f"bench-{run}-fresh", port=free_port(), batch_size=batch_size, linger=linger)
+    sent_at: dict[str, float] = {}
+    with WorkerProcess(env, logs / "worker-fresh.log") as worker:
+        time.sleep(3)
+        log(f"freshness: {total:,} events at {rate:,}/s for {seconds} s")
+        kafka = producer(topics)
+        kafka.config["linger_ms"] = 0
+        tick = 0.01
+        per_tick = max(1, round(rate * tick))
+        start = time.time()
+        for i in range(0, total, per_tick):
+            due = start + (i / rate)
+            pause = due - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            for event_id, key, value in payloads[i : i + per_tick]:
+                sent_at[event_id] = time.time()
+                kafka.send(topics.interactions_topic, key=key, value=value)
+        kafka.flush()
+        kafka.close()
+        achieved = total / (time.time() - start)
+        deadline = time.monotonic() + 120
+        committed: dict[str, float] = {}
+        consumer = KafkaConsumer(
+            bootstrap_servers=topics.bootstrap_servers, enable_auto_commit=False, consumer_timeout_ms=2000
+        )
+        partitions = [
+            TopicPartition(topics.customer_updates_topic, p)
+            for p in consumer.partitions_for_topic(topics.customer_updates_topic) or []
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        while len(committed) < total and time.monotonic() < deadline:
+            for record in consumer:
+                update = ev.CustomerUpdated.FromString(record.value)
+                at = update.committed_at.ToDatetime(tzinfo=UTC).timestamp()
+                for event_id in update.event_ids:
+                    committed.setdefault(event_id, at)
+        consumer.close()
+        if not worker.running:
+            raise RuntimeError(worker.log_tail())
+    lags = sorted(committed[e] - sent_at[e] for e in sent_at if e in committed)
+    if len(lags) < total:
+        log(f"[yellow]freshness: only {len(lags):,} of {total:,} events were announced[/yellow]")
+    quantiles = statistics.quantiles(lags, n=100, method="inclusive")
+    return {
+        "target_events_per_s": rate,
+        "achieved_events_per_s": round(achieved, 1),
+        "events": total,
+        "measured": len(lags),
+        "batch_size": batch_size,
+        "linger_s": linger,
+        "p50_s": round(quantiles[49], 4),
+        "p95_s": round(quantiles[94], 4),
+        "p99_s": round(quantiles[98], 4),
+        "max_s": round(lags[-1], 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts and shorter runs")
+    parser.add_argument("--events", type=int, help="events in the sustained run (200,000; quick 20,000)")
+    parser.add_argument("--customers", type=int, help="customers (20,000; quick 2,000)")
+    parser.add_argument("--baseline-events", type=int, help="events in the batch-of-1 run (4,000; quick 1,000)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--linger", type=float, default=0.05)
+    parser.add_argument("--fresh-rate", type=int, default=1000, help="events/s in the freshness run")
+    parser.add_argument("--fresh-seconds", type=int, help="length of the freshness run (60; quick 15)")
+    parser.add_argument("--skip", action="append", default=[], choices=["sustained", "baseline", "freshness"])
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    events = args.events or (20_000 if args.quick else 200_000)
+    customers = args.customers or (2_000 if args.quick else 20_000)
+    baseline_events = args.baseline_events or (1_000 if args.quick else 4_000)
+    fresh_seconds = args.fresh_seconds or (15 if args.quick else 60)
+
+    kafka = KafkaSettings.from_env()
+    graph = Neo4jSettings.from_env()
+    driver = open_driver(graph)
+    apply_migrations(driver, graph.database)
+    run = uuid.uuid4().hex[:6]
+    logs = Path(tempfile.mkdtemp(prefix="rapport-bench-ingest-"))
+    log(f"run {run}; worker logs in {logs}")
+    results: dict[str, Any] = {
+        "command": "python bench/ingest.py " + " ".join(sys.argv[1:]),
+        "run": run,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+    try:
+        if "sustained" not in args.skip:
+            results["sustained"] = run_sustained(
+                kafka, graph, driver, run=run, name="batched", customers=customers, events=events,
+                batch_size=args.batch_size, linger=args.linger, logs=logs,
+            )  # fmt: skip
+            log(f"sustained: {results['sustained']}")
+        if "baseline" not in args.skip:
+            results["baseline"] = run_sustained(
+                kafka, graph, driver, run=run, name="single", customers=max(1, baseline_events // 10),
+                events=baseline_events, batch_size=1, linger=args.linger, logs=logs,
+            )  # fmt: skip
+            log(f"baseline: {results['baseline']}")
+        if "sustained" in results and "baseline" in results:
+            results["speedup_batched_vs_batch_of_1"] = round(
+                results["sustained"]["events_per_s"] / results["baseline"]["events_per_s"], 1
+            )
+        if "freshness" not in args.skip:
+            results["freshness"] = run_freshness(
+                kafka, graph, run=run, customers=customers, rate=args.fresh_rate, seconds=fresh_seconds,
+                batch_size=args.batch_size, linger=args.linger, logs=logs,
+            )  # fmt: skip
+            log(f"freshness: {results['freshness']}")
+    finally:
+        driver.close()
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+
+    table = Table(title=f"Ingest benchmark ({'quick' if args.quick else 'full'}, run {run})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    if "sustained" in results:
+        s = results["sustained"]
+        table.add_row(
+            f"sustained ingest, batch {s['batch_size']} ({s['events']:,} events)",
+            f"{s['events_per_s']:,.0f} ev/s",
+            "≥ 5,000",
+        )
+        table.add_row("worker peak memory (RSS)", f"{s['worker_peak_rss_mb']:,.0f} MiB", "")
+    if "baseline" in results:
+        b = results["baseline"]
+        table.add_row(f"baseline, batch 1 ({b['events']:,} events)", f"{b['events_per_s']:,.0f} ev/s", "")
+    if "speedup_batched_vs_batch_of_1" in results:
+        table.add_row("batched / batch of 1", f"{results['speedup_batched_vs_batch_of_1']}x", "≥ 10x")
+    if "freshness" in results:
+        f = results["freshness"]
+        table.add_row(f"freshness p50 at {f['achieved_events_per_s']:,.0f} ev/s", f"{f['p50_s'] * 1000:,.0f} ms", "")
+        table.add_row("freshness p95", f"{f['p95_s'] * 1000:,.0f} ms", "≤ 1,000 ms")
+        table.add_row("freshness p99", f"{f['p99_s'] * 1000:,.0f} ms", "")
+    console.print(table)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
