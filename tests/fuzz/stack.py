@@ -42,6 +42,7 @@ ADMIN_TOKEN = "fuzz-admin-" + uuid.uuid4().hex + uuid.uuid4().hex
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 CALL_TIMEOUT = 15.0
 MAX_STREAMED = 200
+HELD_OPEN_AFTER = 0.3
 
 EXPLAINED = {
     grpc.StatusCode.OK,
@@ -62,6 +63,9 @@ class Target:
     response: Descriptor
     server_streaming: bool
     port: int
+    # For a stream that replays then goes live: True on the response that marks the live point.
+    # A stream without one (an offer feed) counts as held open once it outlives HELD_OPEN_AFTER.
+    live_marker: Callable[[Message], bool] | None = None
 
     @property
     def name(self) -> str:
@@ -91,9 +95,23 @@ def _targets(service: Any, port: int) -> list[Target]:
             m.output_type,
             m.server_streaming,
             port,
+            _live_marker if m.name == "WatchTimeline" else None,
         )
         for m in service.methods
     ]
+
+
+class DiscardedEvents:
+    """The router's event sink during fuzzing: nothing reaches Kafka."""
+
+    def publish(self, event: Any, topic: str | None = None) -> Any:
+        return None
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def close(self, timeout: float | None = None) -> None:
+        return None
 
 
 def unary(channel: grpc.Channel, path: str) -> Any:
@@ -143,9 +161,17 @@ class FuzzStack:
         call = streaming(channel, target.path)(payload, metadata=metadata, timeout=CALL_TIMEOUT)
         count = 0
         try:
+            if target.live_marker is None:
+                ended = threading.Event()
+                call.add_done_callback(lambda _call: ended.set())
+                if not ended.wait(HELD_OPEN_AFTER):
+                    return Outcome(grpc.StatusCode.OK, "held open")
+                for _raw in call:
+                    count += 1
+                return Outcome(grpc.StatusCode.OK, "", count)
             for raw in call:
                 count += 1
-                if _live_marker(decode(raw)) or count >= MAX_STREAMED:
+                if target.live_marker(decode(raw)) or count >= MAX_STREAMED:
                     break
         finally:
             call.cancel()
@@ -167,6 +193,7 @@ def _seed(driver: neo4j.Driver, database: str) -> tuple[str, ...]:
         for ident in event.identifiers:
             known.add(ident.value)
     known |= {f"crm:{prefix}-C0", f"email:c1.{prefix}@example.com", "email", "crm", "phone", "x"}
+    known |= {f"{prefix}-A0", f"{prefix}-A1", f"{prefix}-team", "billing", "en"}
     known |= {"cus_" + "0" * 16, "cus_" + "f" * 16}
     return tuple(sorted(known))
 
@@ -195,8 +222,15 @@ def _tokens(stack: FuzzStack, customer_id: str) -> set[str]:
     return {t for t in found if t}
 
 
-def start_fuzz_stack(neo4j_settings: Neo4jSettings, driver: neo4j.Driver, workdir: Path | None = None) -> FuzzStack:
-    """Seeds the graph and starts both services with token checks on (callers use ADMIN)."""
+def start_fuzz_stack(
+    neo4j_settings: Neo4jSettings, driver: neo4j.Driver, workdir: Path | None = None, *, router: bool = False
+) -> FuzzStack:
+    """Seeds the graph and starts the services with token checks on (callers use ADMIN).
+
+    `router` adds RouterService. Its methods write: the agents and contacts a run generates
+    stay in the graph (with generated, mostly nonsensical teams), so it is for the long run on
+    a scratch stack, not for the shared test graph.
+    """
     directory = Path(workdir or tempfile.mkdtemp(prefix="rapport-fuzz-"))
     tokens = directory / "tokens.json"
     tokens.write_text(json.dumps({"tokens": [{"subject": "fuzzer", "roles": ["admin"], "token": ADMIN_TOKEN}]}))
@@ -220,7 +254,24 @@ def start_fuzz_stack(neo4j_settings: Neo4jSettings, driver: neo4j.Driver, workdi
         port: grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)])
         for port in (profile.port, timeline.port)
     }
-    stack = FuzzStack(targets, known, [profile, timeline], channels)
+    servers = [profile, timeline]
+    if router:
+        from rapport.v1 import router_pb2
+        from rapport_router.bootstrap import SERVICE_NAME as ROUTER_SERVICE
+        from rapport_router.bootstrap import build as build_router
+        from rapport_router.config import RouterConfig
+
+        config = RouterConfig(grpc=grpc_settings, neo4j=neo4j_settings, kafka=KafkaSettings(), stream_poll=0.1)
+        router_app = build_router(config, driver=driver, sink_factory=DiscardedEvents)
+        router_app.start(background=False)
+        router_server = start_server(grpc_settings, router_app.register, [ROUTER_SERVICE])
+        router_server.on_stop.append(router_app.close)
+        servers.append(router_server)
+        targets += _targets(router_pb2.DESCRIPTOR.services_by_name["RouterService"], router_server.port)
+        channels[router_server.port] = grpc.insecure_channel(
+            f"127.0.0.1:{router_server.port}", options=[("grpc.max_send_message_length", -1)]
+        )
+    stack = FuzzStack(targets, known, servers, channels)
     customer = next(k for k in known if k.startswith("cus_") and not k.endswith(("0" * 16, "f" * 16)))
     stack.known = tuple(sorted({*known, *_tokens(stack, customer)}))
     return stack
