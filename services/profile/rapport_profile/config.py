@@ -5,7 +5,7 @@ RAPPORT_INTERACTIONS_TOPIC, RAPPORT_DEAD_LETTER_TOPIC, RAPPORT_CUSTOMER_UPDATES_
 the graph from Neo4jSettings (RAPPORT_NEO4J_*). The worker's own:
 
 RAPPORT_PROFILE_GROUP            Faust app id, which is also the Kafka consumer group (rapport-profile)
-RAPPORT_PROFILE_BATCH_SIZE       events per graph transaction (500)
+RAPPORT_PROFILE_BATCH_SIZE       events per graph transaction (1000)
 RAPPORT_PROFILE_LINGER           seconds to wait for a batch to fill (0.05)
 RAPPORT_PROFILE_COMMIT_INTERVAL  seconds between offset commits of acknowledged records (1.0)
 RAPPORT_PROFILE_RETRY_MAX        longest backoff, in seconds, while the graph is unavailable (5)
@@ -44,7 +44,7 @@ class IngestSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     neo4j: Neo4jSettings = field(default_factory=Neo4jSettings)
     group: str = "rapport-profile"
-    batch_size: int = 500
+    batch_size: int = 1000
     linger: float = 0.05
     commit_interval: float = 1.0
     retry_initial: float = 0.1

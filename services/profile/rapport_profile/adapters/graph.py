@@ -73,29 +73,27 @@ RETURN i.event_id AS event_id, c.id AS customer_id
 """
 )
 
+# Every identity is written (last_seen_at), which takes its exclusive lock, before its owner is
+# read: what the plan is built on cannot change until this transaction ends.
 LOCK_IDENTITIES = _cypher(
     """
 UNWIND $identities AS k
+WITH k, DT(k.first_at) AS first_at, DT(k.last_at) AS last_at
 MERGE (i:Identity {key: k.key})
 ON CREATE SET i.kind = k.kind, i.value = k.value, i.verified = k.verified,
-              i.verification_method = k.method, i.first_seen_at = DT(k.first_at)
-SET i.last_seen_at = CASE WHEN i.last_seen_at IS NULL OR DT(k.last_at) > i.last_seen_at
-                          THEN DT(k.last_at) ELSE i.last_seen_at END
+              i.verification_method = k.method, i.first_seen_at = first_at
+SET i.last_seen_at = CASE WHEN i.last_seen_at IS NULL OR last_at > i.last_seen_at THEN last_at ELSE i.last_seen_at END
+FOREACH (_ IN CASE WHEN (k.verified AND NOT i.verified) OR first_at < i.first_seen_at
+                        OR (k.method IS NOT NULL AND k.method <> coalesce(i.verification_method, ''))
+                   THEN [1] ELSE [] END |
+    SET i.verified = i.verified OR k.verified,
+        i.verification_method = coalesce(k.method, i.verification_method),
+        i.first_seen_at = CASE WHEN first_at < i.first_seen_at THEN first_at ELSE i.first_seen_at END)
 WITH i, k
-WHERE (k.verified AND NOT i.verified) OR DT(k.first_at) < i.first_seen_at
-   OR (k.method IS NOT NULL AND k.method <> coalesce(i.verification_method, ''))
-SET i.verified = i.verified OR k.verified,
-    i.verification_method = coalesce(k.method, i.verification_method),
-    i.first_seen_at = CASE WHEN DT(k.first_at) < i.first_seen_at THEN DT(k.first_at) ELSE i.first_seen_at END
-"""
-)
-# Read only once every identity is locked, so no other transaction can move one meanwhile.
-IDENTITY_OWNERS = _cypher(
-    """
-UNWIND $keys AS key
-MATCH (:Identity {key: key})-[:IDENTIFIES]->(c:Customer)
+OPTIONAL MATCH (i)-[:IDENTIFIES]->(c:Customer)
 WHERE c.merged_into IS NULL
-RETURN key, c.id AS customer_id, c.created_at.epochSeconds * 1000000 + c.created_at.microsecond AS created_us
+RETURN k.key AS key, c.id AS customer_id,
+       c.created_at.epochSeconds * 1000000 + c.created_at.microsecond AS created_us
 """
 )
 
@@ -262,8 +260,8 @@ MATCH (c:Customer {id: row.customer_id})
 OPTIONAL MATCH (a:Agent {id: row.agent_id})
 OPTIONAL MATCH (t:Topic {name: row.topic})
 OPTIONAL MATCH (k:Case {id: row.case_id})
-CREATE (c)-[:HAD]->(i:Interaction)
-SET i = row.props, i.at = DT(row.at), i.ingested_at = DT($now)
+CREATE (c)-[:HAD]->(i:Interaction {at: DT(row.at), ingested_at: DT($now)})
+SET i += row.props
 FOREACH (_ IN CASE WHEN a IS NULL THEN [] ELSE [1] END | CREATE (i)-[:HANDLED_BY]->(a))
 FOREACH (_ IN CASE WHEN t IS NULL THEN [] ELSE [1] END | CREATE (i)-[:ABOUT]->(t))
 FOREACH (_ IN CASE WHEN k IS NULL THEN [] ELSE [1] END | CREATE (i)-[:IN_CASE]->(k))
@@ -531,9 +529,8 @@ class GraphWriter:
                     row["last_at"] = max(row["last_at"], rec.at)
         # Sorted, so two transactions over the same identities lock them in the same order.
         rows = [sightings[k] for k in sorted(sightings)]
-        self._run(tx, LOCK_IDENTITIES, identities=rows)
-        known: dict[str, KnownCustomer | None] = dict.fromkeys(sightings)
-        for r in self._run(tx, IDENTITY_OWNERS, keys=sorted(sightings)):
+        known: dict[str, KnownCustomer | None] = {}
+        for r in self._run(tx, LOCK_IDENTITIES, identities=rows):
             cid = r["customer_id"]
             created = r["created_us"]
             known[r["key"]] = (
