@@ -6,7 +6,11 @@ a real in-process gRPC server with token checks on, against the real Neo4j graph
     make up                                   # Kafka and Neo4j on 127.0.0.1
     .venv/bin/python bench/fuzz.py            # 100,000 inputs, seed 0
     .venv/bin/python bench/fuzz.py --inputs 1000000 --seed 7
-    .venv/bin/python bench/fuzz.py --router   # RouterService too: writes to the graph, scratch stack only
+    # RouterService too; it writes generated agents and contacts, so give it a scratch graph:
+    RAPPORT_STATE_DIR=/tmp/fuzz-stack RAPPORT_NEO4J_BOLT_PORT=17687 RAPPORT_KAFKA_PORT=19092 \
+      RAPPORT_KAFKA_CONTROLLER_PORT=19093 .venv/bin/python -m rapport.devstack up
+    RAPPORT_NEO4J_URI=bolt://127.0.0.1:17687 .venv/bin/python bench/fuzz.py --router
+    RAPPORT_STATE_DIR=/tmp/fuzz-stack .venv/bin/python -m rapport.devstack clean
 
 Prints, per target, the inputs run, their rate and the statuses or outcomes seen, then every
 finding (a crash, a hang, an unexplained status) with the input that caused it; exits 1 when
@@ -21,7 +25,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rapport.events import InvalidEvent, decode, validate
 from rapport.graph.driver import open_driver
+from rapport.graph.schema import apply_migrations
 from rapport.identity import InvalidIdentifier, normalise, parse_identifier
 from rapport.settings import Neo4jSettings
 from rapport.v1 import events_pb2
@@ -129,8 +134,8 @@ def check_typed(text: str) -> str:
     return "valid"
 
 
-def grpc_reports(stack: FuzzStack, per_method: int, headers: int, seed_value: int) -> list[Report]:
-    reports = []
+def grpc_reports(stack: FuzzStack, per_method: int, headers: int, seed_value: int) -> Iterator[Report]:
+    """One report per method, each as soon as it is done, then the authorization header's."""
     for target in stack.targets:
 
         def check(payload: bytes, target: Any = target) -> str:
@@ -139,9 +144,7 @@ def grpc_reports(stack: FuzzStack, per_method: int, headers: int, seed_value: in
                 raise AssertionError(f"{outcome.code.name}: {outcome.details}")
             return outcome.code.name
 
-        reports.append(
-            run(f"grpc {target.name}", hostile_bytes(target.request, stack.known), per_method, seed_value, check)
-        )
+        yield run(f"grpc {target.name}", hostile_bytes(target.request, stack.known), per_method, seed_value, check)
     get_customer = next(t for t in stack.targets if t.name == "GetCustomer")
     printable = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 
@@ -154,8 +157,7 @@ def grpc_reports(stack: FuzzStack, per_method: int, headers: int, seed_value: in
     header_strategy = st.one_of(
         st.text(printable, max_size=120), st.text(printable, max_size=60).map("Bearer ".__add__)
     )
-    reports.append(run("grpc authorization header", header_strategy, headers, seed_value, check_header))
-    return reports
+    yield run("grpc authorization header", header_strategy, headers, seed_value, check_header)
 
 
 def main() -> int:
@@ -214,6 +216,7 @@ def main() -> int:
         print_report(report)
     neo4j_settings = Neo4jSettings.from_env()
     driver = open_driver(neo4j_settings)
+    apply_migrations(driver, neo4j_settings.database)
     stack = start_fuzz_stack(neo4j_settings, driver, router=args.router)
     per_method = max(1, share("grpc methods") // len(stack.targets))
     try:
