@@ -118,3 +118,34 @@ def test_dead_letter_headers_keep_the_original_and_say_where_it_came_from():
     headers = dead_letter_headers(rejected, "g")
     assert headers[0] == ("origin", b"ivr")
     assert dict(headers)[DLQ_ERROR] == b"invalid" and dict(headers)[DLQ_SOURCE_OFFSET] == b"17"
+
+
+def test_the_batch_span_continues_the_producer_trace_and_wraps_the_graph_write():
+    from opentelemetry.trace import SpanKind
+
+    from rapport.telemetry import capture_spans
+
+    spans = capture_spans()
+    spans.clear()
+    trace_id, parent_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    traced = KafkaRecord(
+        "rapport.interactions.v1",
+        1,
+        5,
+        b"k",
+        interaction("e1", "crm:C-1").SerializeToString(),
+        [("traceparent", f"00-{trace_id}-{parent_span}-01".encode())],
+    )
+    asyncio.run(service(FakeGraph(), FakeOutbox()).handle([traced, good(6)]))
+    finished = spans.get_finished_spans()
+    (consumer,) = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    (write,) = [s for s in finished if s.kind is SpanKind.CLIENT]
+    assert format(consumer.context.trace_id, "032x") == trace_id
+    assert consumer.parent is not None and format(consumer.parent.span_id, "016x") == parent_span
+    assert [format(link.context.span_id, "016x") for link in consumer.links] == [parent_span]
+    assert consumer.attributes is not None
+    assert consumer.attributes["messaging.system"] == "kafka"
+    assert consumer.attributes["messaging.destination.name"] == "rapport.interactions.v1"
+    assert consumer.attributes["messaging.batch.message_count"] == 2
+    assert write.parent is not None and write.parent.span_id == consumer.context.span_id
+    assert write.attributes is not None and write.attributes["db.system.name"] == "neo4j"
