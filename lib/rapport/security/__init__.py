@@ -16,6 +16,12 @@ Threats and what answers them:
   does not decode is INVALID_ARGUMENT naming the message type (`wire.RequestDecodingInterceptor`).
 
 Health and reflection stay open so probes and grpcurl work without a token.
+
+Rotation, without a restart: the server certificate, its key and the client CA bundle (the
+next handshake uses the new files once the key matches the certificate), the static token set
+and the JWT verification key (the next call), and a client's token file (the next call).
+With a restart: the role policy file, and a client's CA or certificate (read when a channel
+opens). A file that is broken mid-rotation is logged and the previous version kept.
 """
 
 from rapport.security.interceptor import AuthInterceptor, current_principal
