@@ -88,7 +88,15 @@ def test_worker_killed_mid_stream_and_restarted_loses_and_doubles_nothing(
     isolated_topics: KafkaSettings, neo4j_settings: Neo4jSettings, graph: neo4j.Driver, uid: str, tmp_path: Path
 ):
     events = list(customer_stream(1_500, 12_000, prefix=uid, agents=40))
-    env = worker_env(isolated_topics, neo4j_settings, group=f"test-{uid}", port=free_port(), batch_size=500)
+    env = worker_env(
+        isolated_topics,
+        neo4j_settings,
+        group=f"test-{uid}",
+        port=free_port(),
+        batch_size=500,
+        # The killed worker's partitions come back after the session timeout; keep it short.
+        extra={"RAPPORT_PROFILE_SESSION_TIMEOUT": "6"},
+    )
     publish(isolated_topics, events[:7_000])
     first = WorkerProcess(env, tmp_path / "worker-1.log").start()
     try:

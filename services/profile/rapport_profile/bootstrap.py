@@ -85,6 +85,8 @@ def build_app(settings: IngestSettings) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 4),
         producer_acks=-1,
         stream_wait_empty=True,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),

@@ -12,6 +12,8 @@ RAPPORT_PROFILE_RETRY_MAX        longest backoff, in seconds, while the graph is
 RAPPORT_PROFILE_WORKER_HOST      health endpoint address (127.0.0.1)
 RAPPORT_PROFILE_WORKER_PORT      health endpoint port (6066)
 RAPPORT_PROFILE_TX_TIMEOUT       seconds one graph transaction may run (60)
+RAPPORT_PROFILE_SESSION_TIMEOUT  seconds before Kafka gives a silent (killed) worker's partitions to
+                                 another member of the group (30)
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class IngestSettings:
     web_host: str = "127.0.0.1"
     web_port: int = PROFILE_WORKER_WEB_PORT
     transaction_timeout: float = 60.0
+    session_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -67,4 +70,6 @@ class IngestSettings:
             web_host=_get(env, "RAPPORT_PROFILE_WORKER_HOST", cls.web_host),
             web_port=int(_number(env, "RAPPORT_PROFILE_WORKER_PORT", cls.web_port, minimum=0)),
             transaction_timeout=_number(env, "RAPPORT_PROFILE_TX_TIMEOUT", cls.transaction_timeout, minimum=1),
+            # Kafka's broker refuses sessions shorter than group.min.session.timeout.ms (6 s).
+            session_timeout=_number(env, "RAPPORT_PROFILE_SESSION_TIMEOUT", cls.session_timeout, minimum=6),
         )
