@@ -52,8 +52,9 @@ EXPLAINED = {
     grpc.StatusCode.OUT_OF_RANGE,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-# INVALID_ARGUMENT says which field is wrong: "customer.identifier.value: ...", "request: ...".
-_FIELD_FIRST = re.compile(r"^[A-Za-z_][\w.\[\]]*: .")
+# INVALID_ARGUMENT says which field is wrong: "customer.identifier.value: ...", "request: ...",
+# "identifiers[2].kind: ...", "attributes['tier']: ...".
+_FIELD_FIRST = re.compile(r"^[A-Za-z_][\w.]*(\[[^\]\n]*\][\w.]*)*: .")
 
 
 @dataclass(frozen=True)
