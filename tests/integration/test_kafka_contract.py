@@ -47,7 +47,7 @@ def test_topics_are_created_once_with_their_partitions(isolated_topics: KafkaSet
     assert ensure_topics(isolated_topics) == []  # the fixture already created them: a second run is a no-op
     admin = KafkaAdminClient(bootstrap_servers=isolated_topics.bootstrap_servers)
     try:
-        described = {t["topic"]: t for t in admin.describe_topics([isolated_topics.interactions_topic])}
+        described = {t["name"]: t for t in admin.describe_topics([isolated_topics.interactions_topic])}
     finally:
         admin.close()
     assert len(described[isolated_topics.interactions_topic]["partitions"]) == isolated_topics.interactions_partitions
