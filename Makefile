@@ -11,8 +11,17 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CACHE)/uv/bin/uv)
 BUF := $(CACHE)/bin/buf
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+DEMO_ARGS ?=
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE := $(CACHE)/kustomize/$(KUSTOMIZE_VERSION)/kustomize
+STRIMZI_VERSION := 0.51.0
+STRIMZI_CRDS := $(CACHE)/strimzi/api-$(STRIMZI_VERSION)-tests.jar
+STRIMZI_CRDS_SHA256 := b99f69303dc507ca505b74345d93f5260621bb084b8b79447f726e54b6e66a1d
+export RAPPORT_TOOLS_CACHE := $(CACHE)
 
-.PHONY: help install protos protos-check lint up down status clean provision test demo bench bench-ingest
+.PHONY: help install protos protos-check lint deploy-tools up down status clean provision test demo \
+	bench bench-ingest bench-timeline bench-routing bench-quality bench-fuzz
 
 help:
 	@echo "make demo    run Rapport locally (servers, topics, schema)"
@@ -42,6 +51,19 @@ protos: install
 protos-check: install
 	$(PY) protos/generate.py --check
 
+$(KUSTOMIZE):
+	GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+# Strimzi publishes its CRDs, schemas included, in the API test jar on Maven Central.
+$(STRIMZI_CRDS):
+	mkdir -p $(dir $@)
+	mvn -q dependency:copy -Dartifact=io.strimzi:api:$(STRIMZI_VERSION):jar:tests -DoutputDirectory=$(dir $@)
+	echo "$(STRIMZI_CRDS_SHA256)  $@" | sha256sum --check --quiet - || { rm -f $@; exit 1; }
+
+# Offline manifest validation needs kustomize and the Strimzi CRD schemas.
+deploy-tools: $(KUSTOMIZE) $(STRIMZI_CRDS)
+	mkdir -p $(CACHE)/bin && ln -sf $(KUSTOMIZE) $(CACHE)/bin/kustomize
+
 lint: install $(BUF)
 	$(BUF) lint
 	$(PY) protos/generate.py --check
@@ -65,7 +87,7 @@ provision: install
 	$(PY) -m rapport.provision
 
 # Starts the servers unless they already run, and stops them afterwards only if it started them.
-test: lint
+test: lint deploy-tools
 	@was_up=0; $(PY) -m rapport.devstack status >/dev/null 2>&1 && was_up=1; \
 	$(MAKE) --no-print-directory up || exit 1; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -74,3 +96,18 @@ test: lint
 
 demo: up
 	@echo "Kafka and Neo4j are up with topics and schema. The full demo lands with the demo issue."
+
+bench: bench-ingest bench-timeline bench-routing
+
+bench-ingest: up
+	$(PY) bench/ingest.py $(BENCH_ARGS)
+
+bench-timeline: up
+	$(PY) bench/timeline.py $(BENCH_ARGS)
+
+bench-routing: up
+	$(PY) bench/routing.py $(BENCH_ARGS)
+
+# The long hostile-input run (>=100,000 inputs); a short one is part of `make test`.
+bench-fuzz: up
+	$(PY) bench/fuzz.py $(BENCH_ARGS)
