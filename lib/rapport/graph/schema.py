@@ -115,6 +115,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX contact_customer_id IF NOT EXISTS FOR (n:Contact) ON (n.customer_id)",
         ),
     ),
+    Migration(
+        3,
+        "merge history and unmerge look merges up by either side",
+        (
+            "CREATE INDEX merge_absorbed_id IF NOT EXISTS FOR (n:Merge) ON (n.absorbed_id)",
+            "CREATE INDEX merge_survivor_id IF NOT EXISTS FOR (n:Merge) ON (n.survivor_id)",
+        ),
+    ),
 )
 
 
