@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 from rapport.errors import StatusInterceptor
 from rapport.security.policy import Policy
 from rapport.security.server import server_security
+from rapport.security.wire import BoundedDetailsInterceptor
 from rapport.settings import GrpcSettings
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,13 @@ def start_server(
     security = server_security(settings, policy)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[server_interceptor(), StatusInterceptor(), *security.interceptors, *interceptors],
+        interceptors=[
+            server_interceptor(),
+            BoundedDetailsInterceptor(),
+            StatusInterceptor(),
+            *security.interceptors,
+            *interceptors,
+        ],
         options=SERVER_OPTIONS,
     )
     register(server)

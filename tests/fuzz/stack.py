@@ -26,6 +26,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from rapport.events import validate
 from rapport.serving import RunningServer, start_server
 from rapport.settings import AuthSettings, GrpcSettings, KafkaSettings, Neo4jSettings
 from rapport.v1 import profile_pb2, timeline_pb2
@@ -102,11 +103,23 @@ def _targets(service: Any, port: int) -> list[Target]:
     ]
 
 
+class _Delivered:
+    """A send that succeeded at once (kafka-python's future, as far as the outbox uses it)."""
+
+    def add_callback(self, fn: Callable[..., Any], *args: Any) -> _Delivered:
+        fn(*args, None)
+        return self
+
+    def add_errback(self, fn: Callable[..., Any], *args: Any) -> _Delivered:
+        return self
+
+
 class DiscardedEvents:
-    """The router's event sink during fuzzing: nothing reaches Kafka."""
+    """The router's event sink during fuzzing: validated, then dropped; nothing reaches Kafka."""
 
     def publish(self, event: Any, topic: str | None = None) -> Any:
-        return None
+        validate(event)
+        return _Delivered()
 
     def flush(self, timeout: float | None = None) -> None:
         return None

