@@ -1,0 +1,1 @@
+"""`python -m rapport.demo`: Rapport's whole job, live, in a few minutes (see rapport.demo.run)."""

@@ -1,0 +1,5 @@
+import sys
+
+from rapport.demo.run import main
+
+sys.exit(main())
