@@ -1,0 +1,265 @@
+"""Rapport policies: every decision through the real gRPC router, outcomes back through Kafka.
+
+`RapportStack` starts a router and an ingest worker as child processes on free ports, with
+their own Kafka topics and consumer group, against the local Neo4j. Every id the run creates
+(agents, contacts, customers' e-mail identifiers, the team) carries a unique prefix, so runs
+never collide and nothing else in the graph is touched.
+
+- greedy: the simulator keeps its own first-come-first-served queue and calls RouteContact only
+  when it knows an eligible agent is free, so each decision is the router's best agent for one
+  contact at a time (ASSIGNMENT_MODE_DIRECT).
+- batch: every contact is routed on arrival; those nobody can take wait in the router's queue,
+  and when CompleteContact frees capacity the router's background loop assigns the waiting
+  contacts together (ASSIGNMENT_MODE_BATCH). The simulator then reads the offers back.
+
+Simulated time runs much faster than wall time: the router's clock-based factors (idle time,
+decay of affinity over days) see compressed times, which is why the relaxation of waiting
+contacts is pushed out of reach and the graph statistics refresh every couple of seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from rapport.settings import KafkaSettings, Neo4jSettings
+from rapport.topics import ensure_topics
+from rapport.v1 import events_pb2 as ev
+from rapport.v1 import router_pb2 as rt
+from rapport.v1 import router_pb2_grpc
+from rapport_profile.worker_process import WorkerProcess, worker_env
+from rapport_router.process import RouterProcess, free_port, router_env
+
+from .engine import AgentState, BasePolicy, Simulation
+from .model import Agent, Arrival, World
+
+CALL_TIMEOUT = 10.0
+CHANNELS = {"voice": ev.CHANNEL_VOICE, "chat": ev.CHANNEL_CHAT}
+# The router's batch loop reacts to freed capacity within a tick (plus a short coalescing wait).
+TICK = 0.05
+
+
+@dataclass
+class RapportStack:
+    """A router and an ingest worker on free ports, with isolated topics."""
+
+    address: str
+    run_id: str
+    kafka: KafkaSettings
+
+
+@contextlib.contextmanager
+def rapport_stack(
+    neo4j: Neo4jSettings | None = None,
+    kafka: KafkaSettings | None = None,
+    *,
+    weights: dict[str, float] | None = None,
+    log_dir: Path | None = None,
+    keep_graph: bool = False,
+) -> Iterator[RapportStack]:
+    """Starts the stack; afterwards removes the run's nodes from the graph unless `keep_graph`."""
+    neo4j = neo4j or Neo4jSettings.from_env()
+    base = kafka or KafkaSettings.from_env()
+    run_id = f"qsim{uuid.uuid4().hex[:8]}"
+    topics = KafkaSettings(
+        bootstrap_servers=base.bootstrap_servers,
+        interactions_topic=f"bench.{run_id}.interactions",
+        dead_letter_topic=f"bench.{run_id}.dlq",
+        customer_updates_topic=f"bench.{run_id}.customer-updates",
+        interactions_partitions=1,
+        request_timeout=base.request_timeout,
+    )
+    ensure_topics(topics)
+    logs = log_dir or Path(tempfile.mkdtemp(prefix="rapport-quality-"))
+    extra = {
+        "RAPPORT_ROUTER_TICK": str(TICK),
+        "RAPPORT_ROUTER_ROSTER_MAX_AGE": "0.05",
+        "RAPPORT_ROUTER_STATS_REFRESH": "2",
+        "RAPPORT_ROUTER_OFFER_TIMEOUT": "600",
+        "RAPPORT_ROUTER_OUTBOX_RETRY": "2",
+        # Waiting is measured in wall time here; keep every relaxation step out of reach.
+        "RAPPORT_ROUTER_RELAXATION": "86400=any_language",
+    }
+    for name, value in (weights or {}).items():
+        extra[f"RAPPORT_ROUTER_WEIGHT_{name.upper()}"] = str(value)
+    router = RouterProcess(router_env(neo4j, topics, extra=extra), logs / f"{run_id}-router.log")
+    worker = WorkerProcess(
+        worker_env(topics, neo4j, group=f"{run_id}-profile", port=free_port(), linger=0.02),
+        logs / f"{run_id}-worker.log",
+    )
+    worker.start()
+    try:
+        router.start()
+        try:
+            yield RapportStack(router.address, run_id, topics)
+        finally:
+            router.stop()
+    finally:
+        worker.stop()
+        if not keep_graph:
+            cleanup_graph(neo4j, run_id)
+
+
+def _agent_message(agent: Agent, team: str) -> rt.Agent:
+    return rt.Agent(
+        id=agent.id,
+        display_name=agent.id,
+        skills=[rt.AgentSkill(name=t, level=lvl) for t, lvl in agent.declared.items()],
+        languages=list(agent.languages),
+        teams=[team],
+        capacity=[rt.ChannelCapacity(channel=CHANNELS[ch], capacity=n) for ch, n in agent.capacity.items() if n],
+        status=rt.AGENT_STATUS_AVAILABLE,
+    )
+
+
+class RapportPolicy(BasePolicy):
+    def __init__(self, stack: RapportStack, *, batch: bool, seed: int) -> None:
+        self.name = "rapport_batch" if batch else "rapport_greedy"
+        self.batch = batch
+        # In batch mode every contact goes to the router on arrival (it queues those nobody can take).
+        self.routes_everything = batch
+        self.prefix = f"{stack.run_id}-s{seed}-{'b' if batch else 'g'}"
+        self.team = f"{self.prefix}-team"
+        self.channel = grpc.insecure_channel(stack.address)
+        self.stub = router_pb2_grpc.RouterServiceStub(self.channel)
+        self.agent_index: dict[str, int] = {}
+        self.router_waiting: dict[int, str] = {}  # arrival index -> contact id
+        self.attempts: dict[int, int] = {}
+        self.contact_ids: dict[int, str] = {}
+        self.calls = 0
+        self.call_seconds = 0.0
+        self.modes: dict[str, int] = {}
+
+    # Identifiers and agents are prefixed with the run, so every run starts from an empty history.
+    def _world_ids(self, world: World) -> None:
+        for agent in world.agents:
+            agent.id = f"{self.prefix}-{agent.id.rsplit('-', 1)[-1]}"
+            self.agent_index[agent.id] = agent.index
+
+    def start(self, sim: Simulation) -> None:
+        self._world_ids(sim.world)
+        for agent in sim.world.agents:
+            self.stub.UpsertAgent(rt.UpsertAgentRequest(agent=_agent_message(agent, self.team)), timeout=CALL_TIMEOUT)
+
+    def _route(self, sim: Simulation, arrival: Arrival) -> rt.Contact:
+        attempt = self.attempts.get(arrival.index, 0) + 1
+        self.attempts[arrival.index] = attempt
+        contact_id = f"{self.prefix}-k{arrival.index}-{attempt}"
+        self.contact_ids[arrival.index] = contact_id
+        customer = sim.world.customers[arrival.customer]
+        started = time.perf_counter()
+        contact = self.stub.RouteContact(
+            rt.RouteContactRequest(
+                contact_id=contact_id,
+                identifier=ev.Identifier(
+                    kind=ev.IDENTIFIER_KIND_EMAIL, value=f"{self.prefix}.c{customer.index}@sim.example", verified=True
+                ),
+                channel=CHANNELS[arrival.channel],
+                topic=arrival.topic,
+                language=customer.language,
+                team=self.team,
+                priority=2 if customer.tier in ("gold", "platinum") else 0,
+            ),
+            timeout=CALL_TIMEOUT,
+        ).contact
+        self.calls += 1
+        self.call_seconds += time.perf_counter() - started
+        return contact
+
+    def _accept(self, contact: rt.Contact) -> int:
+        self.stub.AcceptOffer(
+            rt.AcceptOfferRequest(offer_id=contact.offer.offer_id, agent_id=contact.offer.agent_id),
+            timeout=CALL_TIMEOUT,
+        )
+        mode = rt.AssignmentMode.Name(contact.offer.mode)
+        self.modes[mode] = self.modes.get(mode, 0) + 1
+        return self.agent_index[contact.offer.agent_id]
+
+    def pick(self, sim: Simulation, arrival: Arrival, free: list[AgentState]) -> int | None:
+        contact = self._route(sim, arrival)
+        if contact.state == rt.CONTACT_STATE_OFFERED:
+            return self._accept(contact)
+        if self.batch:
+            self.router_waiting[arrival.index] = contact.id
+            return None
+        # Greedy keeps its own queue: take the contact back and route it again later.
+        self.stub.CancelContact(rt.CancelContactRequest(contact_id=contact.id, reason="requeued"), timeout=CALL_TIMEOUT)
+        return None
+
+    def assign(self, sim: Simulation, waiting: list[Arrival]) -> list[tuple[Arrival, int]]:
+        if not self.batch:
+            return super().assign(sim, waiting)
+        if not self.router_waiting:
+            return []
+        by_index = {a.index: a for a in waiting}
+        pairs: list[tuple[Arrival, int]] = []
+        # The router's loop was woken by CompleteContact; give it a couple of ticks, then read back.
+        deadline = time.monotonic() + 10 * TICK
+        time.sleep(2 * TICK)
+        while True:
+            for index, contact_id in list(self.router_waiting.items()):
+                contact = self.stub.GetContact(
+                    rt.GetContactRequest(contact_id=contact_id), timeout=CALL_TIMEOUT
+                ).contact
+                if contact.state == rt.CONTACT_STATE_OFFERED and index in by_index:
+                    del self.router_waiting[index]
+                    pairs.append((by_index[index], self._accept(contact)))
+            free_and_waiting = any(sim.eligible(a) for a in waiting if a.index in self.router_waiting)
+            if pairs or not free_and_waiting or time.monotonic() > deadline:
+                return pairs
+            time.sleep(TICK)
+
+    def completed(
+        self, sim: Simulation, arrival: Arrival, agent: int, resolved: bool, csat: int, handle: float
+    ) -> None:
+        self.stub.CompleteContact(
+            rt.CompleteContactRequest(
+                contact_id=self.contact_ids[arrival.index],
+                outcome=ev.OUTCOME_RESOLVED if resolved else ev.OUTCOME_UNRESOLVED,
+                csat=csat,
+                handle_seconds=max(1, round(handle)),
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+
+    def abandoned(self, sim: Simulation, arrival: Arrival) -> None:
+        contact_id = self.router_waiting.pop(arrival.index, None)
+        if contact_id is not None:
+            self.stub.CancelContact(
+                rt.CancelContactRequest(contact_id=contact_id, reason="customer_hung_up"), timeout=CALL_TIMEOUT
+            )
+
+    def finish(self, sim: Simulation) -> None:
+        for contact_id in self.router_waiting.values():
+            with contextlib.suppress(grpc.RpcError):
+                self.stub.CancelContact(rt.CancelContactRequest(contact_id=contact_id), timeout=CALL_TIMEOUT)
+        self.channel.close()
+
+
+def cleanup_graph(neo4j: Neo4jSettings, run_id: str) -> None:
+    """Removes exactly this run's contacts, agents and customers (every id carries `run_id`)."""
+    from rapport.graph.driver import open_driver
+
+    driver = open_driver(neo4j)
+    try:
+        driver.execute_query("MATCH (c:Contact) WHERE c.id STARTS WITH $p DETACH DELETE c", p=run_id)
+        driver.execute_query("MATCH (a:Agent) WHERE a.id STARTS WITH $p DETACH DELETE a", p=run_id)
+        driver.execute_query(
+            """
+            MATCH (k:Identity) WHERE k.value STARTS WITH $p
+            OPTIONAL MATCH (k)-[:IDENTIFIES]->(c:Customer)
+            OPTIONAL MATCH (c)-[:HAD]->(i:Interaction)
+            OPTIONAL MATCH (c)-[:HAS_CASE]->(cs:Case)
+            DETACH DELETE k, c, i, cs
+            """,
+            p=run_id,
+        )
+    finally:
+        driver.close()
