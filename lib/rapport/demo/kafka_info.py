@@ -43,7 +43,7 @@ class KafkaInfo:
     def lag(self, group: str, topic: str) -> int | None:
         """Records of `topic` not yet committed by `group`; None when the group has no offsets yet."""
         ends = self.end_offsets(topic)
-        committed = self._admin.list_consumer_group_offsets(group)
+        committed = self._admin.list_group_offsets({group: None}).get(group, {})
         mine = {tp.partition: int(meta.offset) for tp, meta in committed.items() if tp.topic == topic}
         if not mine:
             return None
