@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings: dict[str, Any] = {}
     scenario: Scenario | None = None
     code = 0
+    completed = False
     began = time.monotonic()
     try:
         ensure_topics(kafka)
@@ -188,13 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(1.0)
         timings["day_s"] = round(time.monotonic() - scenario.started, 1)
         print(_summary(scenario.report(), ports, timings), flush=True)
+        completed = True
+        if args.report is not None:
+            # Written now too, so a caller can explore the running services with it (--keep-running).
+            args.report.write_text(json.dumps({**scenario.report(), "timings": timings, "child_pids": services.pids()}))
         if args.keep_running:
             print("\nServices stay up; Ctrl-C stops them.", flush=True)
             while True:
                 time.sleep(3600)
     except Stopping as exc:
         print(f"\n{exc}: stopping ...", flush=True)
-        code = 130
+        code = 0 if completed else 130
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(
             f"demo failed: {exc}\nIs the stack up? Run `make up` (or `python -m rapport.devstack status`).", flush=True
