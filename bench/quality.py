@@ -61,7 +61,7 @@ def print_table(summary: dict[str, Any], title: str) -> None:
         table.add_column(col, justify="left" if col == "policy" else "right")
     for name in [p for p in ORDER if p in summary] + [p for p in summary if p not in ORDER]:
         e = summary[name]
-        gap = fmt(e["gap_closed"], 100, 0) if "gap_closed" in e and name.startswith("rapport") else ""
+        gap = fmt(e["gap_closed"], 100, 0) if "gap_closed" in e and name not in ("longest_idle", "oracle") else ""
         table.add_row(
             name,
             fmt(e["resolution"], 100),

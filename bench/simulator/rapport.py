@@ -136,6 +136,7 @@ class RapportPolicy(BasePolicy):
         self.calls = 0
         self.call_seconds = 0.0
         self.modes: dict[str, int] = {}
+        self.requeued = 0
 
     # Identifiers and agents are prefixed with the run, so every run starts from an empty history.
     def _world_ids(self, world: World) -> None:
@@ -189,8 +190,22 @@ class RapportPolicy(BasePolicy):
         if self.batch:
             self.router_waiting[arrival.index] = contact.id
             return None
-        # Greedy keeps its own queue: take the contact back and route it again later.
-        self.stub.CancelContact(rt.CancelContactRequest(contact_id=contact.id, reason="requeued"), timeout=CALL_TIMEOUT)
+        # The router queued it although the simulator saw a free agent (a booking race): its
+        # next round may still offer it. Otherwise greedy keeps its own queue: take the contact
+        # back and route it again (a new contact id) when capacity frees.
+        if free:
+            time.sleep(3 * TICK)
+            contact = self.stub.GetContact(rt.GetContactRequest(contact_id=contact.id), timeout=CALL_TIMEOUT).contact
+            if contact.state == rt.CONTACT_STATE_OFFERED:
+                return self._accept(contact)
+        self.requeued += 1
+        try:
+            self.stub.CancelContact(
+                rt.CancelContactRequest(contact_id=contact.id, reason="requeued"), timeout=CALL_TIMEOUT
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
         return None
 
     def assign(self, sim: Simulation, waiting: list[Arrival]) -> list[tuple[Arrival, int]]:

@@ -28,6 +28,7 @@ def test_rapport_greedy_routes_simulated_contacts_through_the_router(
         metrics = run_policy(config, policy)
     assert metrics["contacts"] >= 5
     assert policy.calls >= metrics["served"] > 0
-    assert policy.modes.get("ASSIGNMENT_MODE_DIRECT", 0) == metrics["served"]
+    assert sum(policy.modes.values()) == metrics["served"]
+    assert policy.modes.get("ASSIGNMENT_MODE_DIRECT", 0) >= metrics["served"] - policy.requeued
     assert 0 <= metrics["resolution"] <= 1 and 1 <= metrics["csat"] <= 5
     assert metrics["avg_wait"] >= 0 and 0 <= metrics["abandonment"] <= 1

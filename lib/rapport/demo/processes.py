@@ -171,7 +171,8 @@ class Services:
 
     def start(self, env: Mapping[str, str], timeout: float = 90.0) -> dict[str, float]:
         """Starts all children at once and waits for each to be healthy; returns seconds to healthy."""
-        full = {**env, **self.ports.env()}
+        # The router refreshes agents' outcome statistics often, so a short day shows their effect.
+        full = {"RAPPORT_ROUTER_STATS_REFRESH": "5", **env, **self.ports.env()}
         began = time.monotonic()
         for child in self.children:
             child.start(full)

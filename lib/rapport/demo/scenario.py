@@ -288,7 +288,11 @@ class Scenario:
     # -- setup -------------------------------------------------------------------------------
     def register_team(self) -> None:
         for i, agent_id in enumerate(self.agents):
-            skills = [rt.AgentSkill(name=t, level=3 + (i + n) % 3) for n, t in enumerate(TOPICS)]
+            # Everyone is equally able on Wi-Fi dropouts, so who fixed it before makes the difference.
+            skills = [
+                rt.AgentSkill(name=t, level=4 if t == "wifi-dropouts" else 3 + (i + n) % 3)
+                for n, t in enumerate(TOPICS)
+            ]
             agent = rt.Agent(
                 id=agent_id,
                 display_name=f"Demo agent {i + 1}",
@@ -337,9 +341,12 @@ class Scenario:
         return rt.RouteContactRequest(identifier=who, channel=channel, topic=topic, team=self.team, language="en", **kw)  # type: ignore[arg-type]
 
     def history(self) -> None:
-        """Earlier in the day the fixer resolved Wi-Fi dropouts for three customers."""
-        for n in range(3):
-            who = email(f"wifi{n}.{self.prefix}@example.com")
+        """Earlier in the day the fixer resolved Wi-Fi dropouts: for three customers and for the one
+        who escalates later (who now has the problem again)."""
+        for n in range(4):
+            who = email(
+                f"wifi{n}.{self.prefix}@example.com" if n < 3 else f"wifi.{self.prefix}@example.com", method="password"
+            )
             self.publish(
                 self._event(
                     "history", ev.CHANNEL_VOICE, ev.INTERACTION_KIND_CONTACT_COMPLETED, who,
