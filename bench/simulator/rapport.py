@@ -44,6 +44,8 @@ CALL_TIMEOUT = 10.0
 CHANNELS = {"voice": ev.CHANNEL_VOICE, "chat": ev.CHANNEL_CHAT}
 # The router's batch loop reacts to freed capacity within a tick (plus a short coalescing wait).
 TICK = 0.05
+# Factor names (as in ScoreFactor) to the suffix of their RAPPORT_ROUTER_WEIGHT_* variable.
+WEIGHT_ENV = {"idle_time": "idle", "similar_customers": "similar", "preferred_agent": "preferred"}
 
 
 @dataclass
@@ -88,7 +90,9 @@ def rapport_stack(
         "RAPPORT_ROUTER_RELAXATION": "86400=any_language",
     }
     for name, value in (weights or {}).items():
-        extra[f"RAPPORT_ROUTER_WEIGHT_{name.upper()}"] = str(value)
+        if WEIGHT_ENV.get(name, name) not in WEIGHT_ENV.values() | {"skill", "affinity", "continuity", "priority"}:
+            raise ValueError(f"unknown router weight {name!r}")
+        extra[f"RAPPORT_ROUTER_WEIGHT_{WEIGHT_ENV.get(name, name).upper()}"] = str(value)
     router = RouterProcess(router_env(neo4j, topics, extra=extra), logs / f"{run_id}-router.log")
     worker = WorkerProcess(
         worker_env(topics, neo4j, group=f"{run_id}-profile", port=free_port(), linger=0.02),
