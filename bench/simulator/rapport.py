@@ -90,7 +90,7 @@ def rapport_stack(
         "RAPPORT_ROUTER_RELAXATION": "86400=any_language",
     }
     for name, value in (weights or {}).items():
-        if WEIGHT_ENV.get(name, name) not in WEIGHT_ENV.values() | {"skill", "affinity", "continuity", "priority"}:
+        if WEIGHT_ENV.get(name, name) not in {*WEIGHT_ENV.values(), "skill", "affinity", "continuity", "priority"}:
             raise ValueError(f"unknown router weight {name!r}")
         extra[f"RAPPORT_ROUTER_WEIGHT_{WEIGHT_ENV.get(name, name).upper()}"] = str(value)
     router = RouterProcess(router_env(neo4j, topics, extra=extra), logs / f"{run_id}-router.log")
