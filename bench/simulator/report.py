@@ -65,6 +65,16 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, Any
         gaps = [g for g in gaps if not math.isnan(g)]
         if gaps:
             entry["gap_closed"] = mean_ci(gaps)
+        # The same on the hidden model's resolution probability of the pairs made: free of the
+        # outcome draws' noise, so it separates policies with fewer seeds.
+        expected = [
+            gap_closed(per_seed[s][policy], per_seed[s]["longest_idle"], per_seed[s]["oracle"], "expected_resolution")
+            for s in seeds
+            if "longest_idle" in per_seed[s] and "oracle" in per_seed[s]
+        ]
+        expected = [g for g in expected if not math.isnan(g)]
+        if expected:
+            entry["gap_closed_expected"] = mean_ci(expected)
         out[policy] = entry
     return out
 
