@@ -565,10 +565,11 @@ class GraphWriter:
         moved = moved or {}
         return {
             "id": merge.id,
+            # Times beside props, not in them: RECORD_MERGES turns them into DateTimes.
+            "at": now,
+            "event_at": merge.at,
             "props": {
                 "id": merge.id,
-                "at": now,
-                "event_at": merge.at,
                 "event_id": merge.event_id,
                 "survivor_id": merge.survivor_id,
                 "absorbed_id": merge.absorbed_id,
