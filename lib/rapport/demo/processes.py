@@ -171,8 +171,8 @@ class Services:
 
     def start(self, env: Mapping[str, str], timeout: float = 90.0) -> dict[str, float]:
         """Starts all children at once and waits for each to be healthy; returns seconds to healthy."""
-        # The router refreshes agents' outcome statistics often, so a short day shows their effect.
-        full = {"RAPPORT_ROUTER_STATS_REFRESH": "5", **env, **self.ports.env()}
+        # Agents' outcome statistics every minute (default 2), so a few-minute day shows their effect.
+        full = {"RAPPORT_ROUTER_STATS_REFRESH": "60", **env, **self.ports.env()}
         began = time.monotonic()
         for child in self.children:
             child.start(full)
