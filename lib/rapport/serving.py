@@ -130,11 +130,18 @@ def start_server(
     return RunningServer(server, port, health_servicer, names)
 
 
-def stop_on_signals(running: RunningServer, grace: float) -> None:
-    """SIGTERM and SIGINT stop the server gracefully (from a thread: handlers must return fast)."""
+def stop_on_signals(running: RunningServer, grace: float, end_streams: Iterable[Callable[[], None]] = ()) -> None:
+    """SIGTERM and SIGINT stop the server gracefully (from a thread: handlers must return fast).
+
+    `end_streams` run first: long-lived server streams (watches, offer streams) end at once so
+    their clients resume on another replica, instead of holding the drain for the whole grace.
+    """
+    closers = list(end_streams)
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
+        for close in closers:
+            close()
         threading.Thread(target=running.stop, args=(grace,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, handle)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-from collections.abc import Callable
-from types import FrameType
 
 from rapport.logs import configure_logging
 from rapport.serving import start_server, stop_on_signals
@@ -14,20 +11,6 @@ from rapport_router.bootstrap import SERVICE_NAME, build
 from rapport_router.config import RouterConfig
 
 log = logging.getLogger("rapport_router")
-
-
-def _end_streams_first(close: Callable[[], None]) -> None:
-    """Offer streams end at once on SIGTERM (desktops reconnect to another replica) instead of
-    holding the drain for the whole grace period; chained before `stop_on_signals`' handlers."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(signum)
-
-        def handle(num: int, frame: FrameType | None, previous: object = previous) -> None:
-            close()
-            if callable(previous):
-                previous(num, frame)
-
-        signal.signal(signum, handle)
 
 
 def main() -> None:
@@ -39,8 +22,7 @@ def main() -> None:
     running = start_server(config.grpc, app.register, [SERVICE_NAME])
     running.on_stop.append(telemetry.shutdown)
     running.on_stop.append(app.close)  # on_stop runs in reverse: app first, telemetry last
-    stop_on_signals(running, config.grpc.grace)
-    _end_streams_first(app.broker.stop)
+    stop_on_signals(running, config.grpc.grace, end_streams=[app.broker.stop])
     log.info(
         "router ready",
         extra={
