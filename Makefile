@@ -94,8 +94,10 @@ test: lint deploy-tools
 	if [ $$was_up = 0 ] && [ -z "$$RAPPORT_KEEP_STACK" ]; then $(PY) -m rapport.devstack down; fi; \
 	exit $$rc
 
+# A live contact centre: the services, a team of agents and a compressed day of journeys.
+# DEMO_ARGS="--minutes 10", "--keep-running" to leave it up, "--scenario-only" for a short run.
 demo: up
-	@echo "Kafka and Neo4j are up with topics and schema. The full demo lands with the demo issue."
+	$(PY) -m rapport.demo $(DEMO_ARGS)
 
 bench: bench-ingest bench-timeline bench-routing
 
