@@ -96,8 +96,14 @@ test: lint deploy-tools
 
 # A live contact centre: the services, a team of agents and a compressed day of journeys.
 # DEMO_ARGS="--minutes 10", "--keep-running" to leave it up, "--scenario-only" for a short run.
-demo: up
-	$(PY) -m rapport.demo $(DEMO_ARGS)
+# Stops Kafka and Neo4j afterwards (Ctrl-C included) unless they already ran or it was asked to keep them.
+demo: install
+	@was_up=0; $(PY) -m rapport.devstack status >/dev/null 2>&1 && was_up=1; \
+	$(MAKE) --no-print-directory up || exit 1; \
+	trap '' INT; $(PY) -m rapport.demo $(DEMO_ARGS); rc=$$?; \
+	case " $(DEMO_ARGS) " in *" --keep-running "*) keep=1;; *) keep=$$RAPPORT_KEEP_STACK;; esac; \
+	if [ $$was_up = 0 ] && [ -z "$$keep" ]; then $(PY) -m rapport.devstack down; fi; \
+	exit $$rc
 
 bench: bench-ingest bench-timeline bench-routing
 
