@@ -8,7 +8,7 @@
     rapport status                    Kafka and Neo4j, the services' health, the profile group's lag
 
 Kafka settings and topic names come from RAPPORT_KAFKA_* / RAPPORT_*_TOPIC; service addresses
-from RAPPORT_PROFILE_ADDRESS, RAPPORT_TIMELINE_ADDR, RAPPORT_ROUTER_ADDR and
+from RAPPORT_PROFILE_ADDR, RAPPORT_TIMELINE_ADDR, RAPPORT_ROUTER_ADDR and
 RAPPORT_PROFILE_WORKER_PORT. Exit codes: 0 ok, 1 failure (a server down, Kafka unreachable),
 2 bad input or not found.
 """
@@ -362,7 +362,7 @@ def dlq_replay(
 # -- status ---------------------------------------------------------------------------------------
 def _service_addresses() -> dict[str, str]:
     return {
-        "profile": os.environ.get("RAPPORT_PROFILE_ADDRESS") or f"127.0.0.1:{PROFILE_PORT}",
+        "profile": os.environ.get("RAPPORT_PROFILE_ADDR") or f"127.0.0.1:{PROFILE_PORT}",
         "timeline": os.environ.get("RAPPORT_TIMELINE_ADDR") or f"127.0.0.1:{TIMELINE_PORT}",
         "router": os.environ.get("RAPPORT_ROUTER_ADDR") or f"127.0.0.1:{ROUTER_PORT}",
     }

@@ -116,7 +116,7 @@ def customer(
     address: Annotated[
         str | None,
         typer.Option(
-            envvar="RAPPORT_PROFILE_ADDRESS",
+            envvar="RAPPORT_PROFILE_ADDR",
             help="host:port of the ProfileService [default: RAPPORT_PROFILE_HOST:RAPPORT_PROFILE_PORT]",
             show_default=False,
         ),

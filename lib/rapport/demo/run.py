@@ -74,7 +74,7 @@ def _summary(report: dict[str, Any], ports: Ports, timings: dict[str, Any]) -> s
         lines.append(
             f"  escalation went to {esc.get('agent_id') or '-'}{fixer}; handoff showed {len(esc.get('articles', []))} article(s)"
         )
-    env = f"RAPPORT_PROFILE_ADDRESS=127.0.0.1:{ports.profile} RAPPORT_TIMELINE_ADDR=127.0.0.1:{ports.timeline} RAPPORT_ROUTER_ADDR=127.0.0.1:{ports.router}"
+    env = f"RAPPORT_PROFILE_ADDR=127.0.0.1:{ports.profile} RAPPORT_TIMELINE_ADDR=127.0.0.1:{ports.timeline} RAPPORT_ROUTER_ADDR=127.0.0.1:{ports.router}"
     lines += ["", "Try next (with the services up: --keep-running):"]
     if merged:
         lines += [
