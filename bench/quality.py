@@ -11,7 +11,8 @@ Neo4j (`make up`), on their own topics, with run-prefixed ids. Every policy sees
 arrivals and the same random draws for each contact. Prints a table, writes
 bench/results/quality.json and bench/results/quality.png (resolution against average wait).
 "Gap closed" is the share of the longest-idle -> oracle resolution gap a policy closes, per seed;
-"(p)" measures it on the hidden model's resolution probability of the pairs made (less noisy).
+"(p)" measures it on the hidden model's resolution probability of the pairs made (less noisy);
+"2nd half (p)" the same over the second half of the run (after the router has learnt some).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def print_table(summary: dict[str, Any], title: str) -> None:
         "occupancy sd %",
         "gap closed %",
         "gap closed (p) %",
+        "2nd half (p) %",
     ):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for name in [p for p in ORDER if p in summary] + [p for p in summary if p not in ORDER]:
@@ -67,6 +69,7 @@ def print_table(summary: dict[str, Any], title: str) -> None:
         show = name not in ("longest_idle", "oracle")
         gap = fmt(e["gap_closed"], 100, 0) if "gap_closed" in e and show else ""
         gap_p = fmt(e["gap_closed_expected"], 100, 0) if "gap_closed_expected" in e and show else ""
+        late = fmt(e["gap_closed_expected_late"], 100, 0) if "gap_closed_expected_late" in e and show else ""
         table.add_row(
             name,
             fmt(e["resolution"], 100),
@@ -77,6 +80,7 @@ def print_table(summary: dict[str, Any], title: str) -> None:
             fmt(e["occupancy_spread"], 100),
             gap,
             gap_p,
+            late,
         )
     Console(width=160).print(table)
 

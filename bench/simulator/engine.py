@@ -230,6 +230,7 @@ class Simulation:
 
 def summarize(records: list[Record], sim: Simulation) -> dict[str, float]:
     served = [r for r in records if not r.abandoned and r.agent >= 0]
+    late = [r for r in served if r.arrived >= sim.world.config.hours * 1800]
     waits = np.array([r.wait for r in records if r.agent >= 0 or r.abandoned] or [0.0])
     served_waits = np.array([r.wait for r in served] or [0.0])
     horizon = max(sim.now, 1.0)
@@ -241,6 +242,8 @@ def summarize(records: list[Record], sim: Simulation) -> dict[str, float]:
         "resolution": sum(r.resolved for r in served) / max(1, len(records)),
         "resolution_served": sum(r.resolved for r in served) / max(1, len(served)),
         "expected_resolution": float(np.mean([r.p_resolve for r in served])) if served else 0.0,
+        # The same over the second half of the run: what a learning policy has picked up.
+        "expected_resolution_late": float(np.mean([r.p_resolve for r in late])) if late else 0.0,
         "csat": float(np.mean([r.csat for r in served])) if served else 0.0,
         "avg_wait": float(served_waits.mean()),
         "p90_wait": float(np.percentile(served_waits, 90)),

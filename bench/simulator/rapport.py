@@ -20,6 +20,7 @@ contacts is pushed out of reach and the graph statistics refresh every couple of
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import time
 import uuid
@@ -103,6 +104,10 @@ def rapport_stack(
         router.start()
         try:
             yield RapportStack(router.address, run_id, topics)
+        except Exception:
+            print(f"router log ({router.log_path}):\n{router.log_tail()}", file=sys.stderr)
+            print(f"worker log ({worker.log_path}):\n{worker.log_tail()}", file=sys.stderr)
+            raise
         finally:
             router.stop()
     finally:

@@ -57,24 +57,21 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, Any
         seeds = [s for s in per_seed if policy in per_seed[s]]
         metrics = per_seed[seeds[0]][policy].keys()
         entry: dict[str, Any] = {m: mean_ci([per_seed[s][policy][m] for s in seeds]) for m in metrics}
-        gaps = [
-            gap_closed(per_seed[s][policy], per_seed[s]["longest_idle"], per_seed[s]["oracle"])
-            for s in seeds
-            if "longest_idle" in per_seed[s] and "oracle" in per_seed[s]
-        ]
-        gaps = [g for g in gaps if not math.isnan(g)]
-        if gaps:
-            entry["gap_closed"] = mean_ci(gaps)
-        # The same on the hidden model's resolution probability of the pairs made: free of the
-        # outcome draws' noise, so it separates policies with fewer seeds.
-        expected = [
-            gap_closed(per_seed[s][policy], per_seed[s]["longest_idle"], per_seed[s]["oracle"], "expected_resolution")
-            for s in seeds
-            if "longest_idle" in per_seed[s] and "oracle" in per_seed[s]
-        ]
-        expected = [g for g in expected if not math.isnan(g)]
-        if expected:
-            entry["gap_closed_expected"] = mean_ci(expected)
+        for key, label in (
+            ("resolution", "gap_closed"),
+            # On the hidden model's resolution probability of the pairs made: free of the outcome
+            # draws' noise; and over the second half of the run, after some learning.
+            ("expected_resolution", "gap_closed_expected"),
+            ("expected_resolution_late", "gap_closed_expected_late"),
+        ):
+            gaps = [
+                gap_closed(per_seed[s][policy], per_seed[s]["longest_idle"], per_seed[s]["oracle"], key)
+                for s in seeds
+                if "longest_idle" in per_seed[s] and "oracle" in per_seed[s] and key in per_seed[s][policy]
+            ]
+            gaps = [g for g in gaps if not math.isnan(g)]
+            if gaps:
+                entry[label] = mean_ci(gaps)
         out[policy] = entry
     return out
 
