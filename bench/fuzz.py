@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -174,7 +175,7 @@ def main() -> int:
     n = args.inputs
 
     def share(key: str) -> int:
-        return max(1, round(n * SHARES[key]))
+        return max(1, math.ceil(n * SHARES[key]))
 
     # Refused calls and undecodable requests are logged at WARNING / INFO: expected here.
     logging.basicConfig(level=logging.ERROR)
@@ -218,7 +219,7 @@ def main() -> int:
     driver = open_driver(neo4j_settings)
     apply_migrations(driver, neo4j_settings.database)
     stack = start_fuzz_stack(neo4j_settings, driver, router=args.router)
-    per_method = max(1, share("grpc methods") // len(stack.targets))
+    per_method = max(1, math.ceil(share("grpc methods") / len(stack.targets)))  # the total stays >= --inputs
     try:
         for report in grpc_reports(stack, per_method, share("grpc authorization header"), args.seed):
             print_report(report)
