@@ -183,6 +183,17 @@ class RapportPolicy(BasePolicy):
         self.call_seconds += time.perf_counter() - started
         return contact
 
+    def _offered(self, contact: rt.Contact) -> rt.Contact | None:
+        """The contact with its open offer, read again while the offer is still being written."""
+        for _ in range(20):
+            if contact.state != rt.CONTACT_STATE_OFFERED:
+                return None
+            if contact.offer.offer_id and contact.offer.agent_id:
+                return contact
+            time.sleep(TICK)
+            contact = self.stub.GetContact(rt.GetContactRequest(contact_id=contact.id), timeout=CALL_TIMEOUT).contact
+        return None
+
     def _accept(self, contact: rt.Contact) -> int:
         self.stub.AcceptOffer(
             rt.AcceptOfferRequest(offer_id=contact.offer.offer_id, agent_id=contact.offer.agent_id),
@@ -194,8 +205,9 @@ class RapportPolicy(BasePolicy):
 
     def pick(self, sim: Simulation, arrival: Arrival, free: list[AgentState]) -> int | None:
         contact = self._route(sim, arrival)
-        if contact.state == rt.CONTACT_STATE_OFFERED:
-            return self._accept(contact)
+        offered = self._offered(contact)
+        if offered is not None:
+            return self._accept(offered)
         if self.batch:
             self.router_waiting[arrival.index] = contact.id
             return None
@@ -205,8 +217,9 @@ class RapportPolicy(BasePolicy):
         if free:
             time.sleep(3 * TICK)
             contact = self.stub.GetContact(rt.GetContactRequest(contact_id=contact.id), timeout=CALL_TIMEOUT).contact
-            if contact.state == rt.CONTACT_STATE_OFFERED:
-                return self._accept(contact)
+            offered = self._offered(contact)
+            if offered is not None:
+                return self._accept(offered)
         self.requeued += 1
         try:
             self.stub.CancelContact(
@@ -232,9 +245,10 @@ class RapportPolicy(BasePolicy):
                 contact = self.stub.GetContact(
                     rt.GetContactRequest(contact_id=contact_id), timeout=CALL_TIMEOUT
                 ).contact
-                if contact.state == rt.CONTACT_STATE_OFFERED and index in by_index:
+                offered = self._offered(contact) if index in by_index else None
+                if offered is not None:
                     del self.router_waiting[index]
-                    pairs.append((by_index[index], self._accept(contact)))
+                    pairs.append((by_index[index], self._accept(offered)))
             free_and_waiting = any(sim.eligible(a) for a in waiting if a.index in self.router_waiting)
             if pairs or not free_and_waiting or time.monotonic() > deadline:
                 return pairs
