@@ -87,6 +87,7 @@ def producer(settings: KafkaSettings) -> KafkaProducer:
         linger_ms=5,
         batch_size=256 * 1024,
         max_in_flight_requests_per_connection=5,
+        **settings.kafka_python_kwargs(),
     )
 
 
@@ -201,7 +202,10 @@ def run_freshness(
         deadline = time.monotonic() + 120
         committed: dict[str, float] = {}
         consumer = KafkaConsumer(
-            bootstrap_servers=topics.bootstrap_servers, enable_auto_commit=False, consumer_timeout_ms=2000
+            bootstrap_servers=topics.bootstrap_servers,
+            enable_auto_commit=False,
+            consumer_timeout_ms=2000,
+            **topics.kafka_python_kwargs(),
         )
         partitions = [
             TopicPartition(topics.customer_updates_topic, p)

@@ -6,6 +6,7 @@ are missing: they fail with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 
@@ -47,13 +48,13 @@ def provisioned(kafka_settings: KafkaSettings, graph: neo4j.Driver) -> KafkaSett
 def isolated_topics(kafka_settings: KafkaSettings) -> KafkaSettings:
     """Fresh topic names for one test, so concurrent tests and old records never interfere."""
     suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings(
-        bootstrap_servers=kafka_settings.bootstrap_servers,
+    # replace(), so a run against a secured Kafka keeps its credentials.
+    settings = dataclasses.replace(
+        kafka_settings,
         interactions_topic=f"test.{suffix}.interactions",
         dead_letter_topic=f"test.{suffix}.dlq",
         customer_updates_topic=f"test.{suffix}.customer-updates",
         interactions_partitions=3,
-        request_timeout=kafka_settings.request_timeout,
     )
     ensure_topics(settings)
     return settings

@@ -46,6 +46,7 @@ class InteractionPublisher:
             "request_timeout_ms": int(settings.request_timeout * 1000),
             "max_block_ms": int(settings.request_timeout * 1000),
         }
+        config.update(settings.kafka_python_kwargs())
         config.update(producer_overrides)
         self._producer = KafkaProducer(**config)
 

@@ -30,6 +30,7 @@ def ensure_topics(settings: KafkaSettings, specs: list[NewTopic] | None = None) 
         bootstrap_servers=settings.bootstrap_servers,
         client_id="rapport-provision",
         request_timeout_ms=int(settings.request_timeout * 1000),
+        **settings.kafka_python_kwargs(),
     )
     try:
         existing = set(admin.list_topics())

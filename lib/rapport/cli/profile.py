@@ -10,6 +10,7 @@ import typer
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from rapport.channels import open_channel
 from rapport.identity import InvalidIdentifier, kind_from_name
 from rapport.settings import PROFILE_PORT, GrpcSettings
 from rapport.v1 import events_pb2, profile_pb2, profile_pb2_grpc
@@ -126,7 +127,7 @@ def customer(
     """Show a customer's 360° view: identities, channels, agents, topics, sentiment, merges."""
     request = lookup_request(who)
     target = address or GrpcSettings.from_env("profile", PROFILE_PORT).address
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target) as channel:
         stub = profile_pb2_grpc.ProfileServiceStub(channel)
         try:
             response = stub.GetCustomer(request, timeout=timeout)

@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
+from rapport.channels import open_channel
 from rapport.identity import InvalidIdentifier, kind_from_name
 from rapport.settings import TIMELINE_PORT
 from rapport.v1 import events_pb2, timeline_pb2, timeline_pb2_grpc
@@ -117,7 +118,7 @@ def timeline(
     """Show a customer's cross-channel history, newest first (--follow for live)."""
     ref = customer_ref(who)
     console = Console()
-    with grpc.insecure_channel(_address()) as channel:
+    with open_channel(_address()) as channel:
         stub = timeline_pb2_grpc.TimelineServiceStub(channel)
         if follow:
             _follow(stub, ref, replay=limit, as_json=as_json, timeout=timeout, console=console)
@@ -261,7 +262,7 @@ def handoff(
 ) -> None:
     """What an agent needs when picking up the customer: facts given, what the bot tried, cases, effort."""
     request = timeline_pb2.GetHandoffContextRequest(customer=customer_ref(who))
-    with grpc.insecure_channel(_address()) as channel:
+    with open_channel(_address()) as channel:
         try:
             response = timeline_pb2_grpc.TimelineServiceStub(channel).GetHandoffContext(request, timeout=timeout)
         except grpc.RpcError as exc:

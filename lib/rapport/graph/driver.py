@@ -17,6 +17,7 @@ def open_driver(settings: Neo4jSettings) -> neo4j.Driver:
         max_connection_pool_size=settings.max_pool_size,
         liveness_check_timeout=30.0,
         user_agent="rapport",
+        **settings.driver_security_kwargs(),
     )
 
 
@@ -30,4 +31,5 @@ def open_async_driver(settings: Neo4jSettings) -> neo4j.AsyncDriver:
         max_connection_pool_size=settings.max_pool_size,
         liveness_check_timeout=30.0,
         user_agent="rapport",
+        **settings.driver_security_kwargs(),
     )

@@ -77,6 +77,7 @@ def build_app(settings: IngestSettings) -> faust.App:
         settings.group,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],
         store="memory://",
+        broker_credentials=settings.kafka.faust_credentials(),
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,

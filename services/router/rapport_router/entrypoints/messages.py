@@ -231,7 +231,9 @@ def route_in(req: router_pb2.RouteContactRequest) -> RouteRequest:
         raise InvalidArgument("attributes", f"more than {MAX_ATTRIBUTES}")
     for key, value in req.attributes.items():
         if not key.strip() or len(key) > MAX_TEXT or len(value) > MAX_TEXT:
-            raise InvalidArgument(f"attributes[{key!r}]", f"keys must be non-empty; keys and values at most {MAX_TEXT}")
+            raise InvalidArgument(
+                f"attributes[{key[:64]!r}]", f"keys must be non-empty; keys and values at most {MAX_TEXT}"
+            )
     return RouteRequest(
         contact_id=contact_id,
         customer_id=customer_id,

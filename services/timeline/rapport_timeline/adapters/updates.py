@@ -170,6 +170,7 @@ class CustomerUpdatesTail:
             "fetch_max_wait_ms": 100,
             "request_timeout_ms": max(int(self._settings.request_timeout * 1000), 1000) + 1000,
         }
+        config.update(self._settings.kafka_python_kwargs())
         config.update(self._overrides)
         return KafkaConsumer(**config)
 
