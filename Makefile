@@ -68,7 +68,7 @@ lint: install $(BUF)
 	$(BUF) lint
 	$(PY) protos/generate.py --check
 	.venv/bin/ruff check .
-	.venv/bin/mypy lib services tests $(wildcard bench/*.py)
+	.venv/bin/mypy lib services tests $(wildcard bench/*.py) bench/simulator
 
 up: install
 	$(PY) -m rapport.devstack up
@@ -105,7 +105,7 @@ demo: install
 	if [ $$was_up = 0 ] && [ -z "$$keep" ]; then $(PY) -m rapport.devstack down; fi; \
 	exit $$rc
 
-bench: bench-ingest bench-timeline bench-routing
+bench: bench-ingest bench-timeline bench-routing bench-quality
 
 bench-ingest: up
 	$(PY) bench/ingest.py $(BENCH_ARGS)
@@ -115,6 +115,10 @@ bench-timeline: up
 
 bench-routing: up
 	$(PY) bench/routing.py $(BENCH_ARGS)
+
+# Routing quality: the simulator's policies over several seeds (table, JSON and a PNG).
+bench-quality: up
+	$(PY) bench/quality.py $(BENCH_ARGS)
 
 # The long hostile-input run (>=100,000 inputs); a short one is part of `make test`.
 bench-fuzz: up
