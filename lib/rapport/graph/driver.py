@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import neo4j
 
 from rapport.settings import Neo4jSettings
 
 
-def open_driver(settings: Neo4jSettings) -> neo4j.Driver:
-    return neo4j.GraphDatabase.driver(
-        settings.uri,
-        auth=(settings.user, settings.password),
-        connection_timeout=settings.timeout,
-        connection_acquisition_timeout=settings.timeout,
-        max_transaction_retry_time=settings.timeout,
-        max_connection_pool_size=settings.max_pool_size,
-        liveness_check_timeout=30.0,
-        user_agent="rapport",
+def _driver_options(settings: Neo4jSettings) -> dict[str, Any]:
+    return {
+        "auth": (settings.user, settings.password),
+        "connection_timeout": settings.timeout,
+        "connection_acquisition_timeout": settings.timeout,
+        "max_transaction_retry_time": settings.timeout,
+        "max_connection_pool_size": settings.max_pool_size,
+        "liveness_check_timeout": 30.0,
+        "user_agent": "rapport",
         **settings.driver_security_kwargs(),
-    )
+    }
+
+
+def open_driver(settings: Neo4jSettings) -> neo4j.Driver:
+    return neo4j.GraphDatabase.driver(settings.uri, **_driver_options(settings))
 
 
 def open_async_driver(settings: Neo4jSettings) -> neo4j.AsyncDriver:
-    return neo4j.AsyncGraphDatabase.driver(
-        settings.uri,
-        auth=(settings.user, settings.password),
-        connection_timeout=settings.timeout,
-        connection_acquisition_timeout=settings.timeout,
-        max_transaction_retry_time=settings.timeout,
-        max_connection_pool_size=settings.max_pool_size,
-        liveness_check_timeout=30.0,
-        user_agent="rapport",
-        **settings.driver_security_kwargs(),
-    )
+    return neo4j.AsyncGraphDatabase.driver(settings.uri, **_driver_options(settings))
