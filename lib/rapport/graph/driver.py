@@ -25,6 +25,3 @@ def _driver_options(settings: Neo4jSettings) -> dict[str, Any]:
 def open_driver(settings: Neo4jSettings) -> neo4j.Driver:
     return neo4j.GraphDatabase.driver(settings.uri, **_driver_options(settings))
 
-
-def open_async_driver(settings: Neo4jSettings) -> neo4j.AsyncDriver:
-    return neo4j.AsyncGraphDatabase.driver(settings.uri, **_driver_options(settings))
