@@ -11,8 +11,13 @@ the normalised value, e.g. "email:ana@example.com", "phone:+447700900123", "soci
 
 Errors: INVALID_ARGUMENT for a malformed request (the message starts with the field's name,
 e.g. "identifier.value: ..."), NOT_FOUND for an unknown customer or identifier, UNAVAILABLE
-when the customer graph cannot be reached within the call's deadline (safe to retry: every
-method here only reads).
+when the customer graph cannot be reached within the call's deadline (safe to retry: the
+reads are pure and the writes below are idempotent). FAILED_PRECONDITION when a write no longer
+applies (the merge was already undone, the candidate pair no longer exists).
+
+The writes (ForgetCustomer, UnmergeCustomer, Approve/RejectMergeCandidate) are privileged: the
+default policy grants erasure to `admin` only and merge review to `supervisor` and `admin`.
+Each records who decided (the caller's token subject) and why.
 """
 
 from collections import abc as _abc
@@ -78,6 +83,26 @@ SENTIMENT_DIRECTION_IMPROVING: SentimentDirection.ValueType  # 2
 SENTIMENT_DIRECTION_STEADY: SentimentDirection.ValueType  # 3
 SENTIMENT_DIRECTION_DECLINING: SentimentDirection.ValueType  # 4
 Global___SentimentDirection: _TypeAlias = SentimentDirection  # noqa: Y015
+
+class _MergeDecisionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MergeDecisionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MergeDecisionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MERGE_DECISION_KIND_UNSPECIFIED: _MergeDecisionKind.ValueType  # 0
+    MERGE_DECISION_KIND_APPROVED: _MergeDecisionKind.ValueType  # 1
+    MERGE_DECISION_KIND_REJECTED: _MergeDecisionKind.ValueType  # 2
+    MERGE_DECISION_KIND_UNMERGED: _MergeDecisionKind.ValueType  # 3
+
+class MergeDecisionKind(_MergeDecisionKind, metaclass=_MergeDecisionKindEnumTypeWrapper):
+    """The kinds of merge review decision."""
+
+MERGE_DECISION_KIND_UNSPECIFIED: MergeDecisionKind.ValueType  # 0
+MERGE_DECISION_KIND_APPROVED: MergeDecisionKind.ValueType  # 1
+MERGE_DECISION_KIND_REJECTED: MergeDecisionKind.ValueType  # 2
+MERGE_DECISION_KIND_UNMERGED: MergeDecisionKind.ValueType  # 3
+Global___MergeDecisionKind: _TypeAlias = MergeDecisionKind  # noqa: Y015
 
 @_typing.final
 class GetCustomerRequest(_message.Message):
@@ -707,3 +732,386 @@ class MergeCandidate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MergeCandidate: _TypeAlias = MergeCandidate  # noqa: Y015
+
+@_typing.final
+class ForgetCustomerRequest(_message.Message):
+    """Who to forget, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    IDENTIFIER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """A customer id, current or merged away (the survivor and all it absorbed are erased)."""
+    reason: _builtins.str
+    """Why, e.g. "gdpr-art-17 ticket 4821"; required, at most 256 characters. Kept in the receipt."""
+    @_builtins.property
+    def identifier(self) -> _events_pb2.Identifier:
+        """Any identifier the customer is known by."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        identifier: _events_pb2.Identifier | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "identifier", b"identifier", "lookup", b"lookup"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "identifier", b"identifier", "lookup", b"lookup", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_lookup: _TypeAlias = _typing.Literal["customer_id", "identifier"]  # noqa: Y015
+    _WhichOneofArgType_lookup: _TypeAlias = _typing.Literal["lookup", b"lookup"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_lookup) -> _WhichOneofReturnType_lookup | None: ...
+
+Global___ForgetCustomerRequest: _TypeAlias = ForgetCustomerRequest  # noqa: Y015
+
+@_typing.final
+class ForgetCustomerResponse(_message.Message):
+    """The receipt of an erasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipt(self) -> Global___ErasureReceipt: ...
+    def __init__(
+        self,
+        *,
+        receipt: Global___ErasureReceipt | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetCustomerResponse: _TypeAlias = ForgetCustomerResponse  # noqa: Y015
+
+@_typing.final
+class ErasureReceipt(_message.Message):
+    """What an erasure removed, store by store. Holds no personal data: only ids, counts and hashes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    ERASED_BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    STORES_FIELD_NUMBER: _builtins.int
+    TOMBSTONE_COUNT_FIELD_NUMBER: _builtins.int
+    ALREADY_ERASED_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    """"era_" followed by 16 lower-case hex digits."""
+    erased_by: _builtins.str
+    """The caller's token subject, or "anonymous" on a local plaintext stack."""
+    reason: _builtins.str
+    tombstone_count: _builtins.int
+    """How many hashed identity keys are now tombstoned."""
+    already_erased: _builtins.bool
+    """True when this customer was already erased and this is the receipt of that erasure."""
+    @_builtins.property
+    def customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The live customer that was erased, and every customer id merged into it."""
+
+    @_builtins.property
+    def erased_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stores(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoreErasure]:
+        """One entry per store that held the customer's data."""
+
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+        erased_at: _timestamp_pb2.Timestamp | None = ...,
+        erased_by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        stores: _abc.Iterable[Global___StoreErasure] | None = ...,
+        tombstone_count: _builtins.int = ...,
+        already_erased: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased_at", b"erased_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_erased", b"already_erased", "customer_ids", b"customer_ids", "erased_at", b"erased_at", "erased_by", b"erased_by", "reason", b"reason", "receipt_id", b"receipt_id", "stores", b"stores", "tombstone_count", b"tombstone_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasureReceipt: _TypeAlias = ErasureReceipt  # noqa: Y015
+
+@_typing.final
+class StoreErasure(_message.Message):
+    """What one store removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RemovedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STORE_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    store: _builtins.str
+    """e.g. "graph", "router-queue", "timeline-cache", "kafka"."""
+    note: _builtins.str
+    """How the store forgets what this call could not remove itself (e.g. Kafka's retention)."""
+    @_builtins.property
+    def removed(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Counts by kind of record, e.g. {"identities": 3, "interactions": 41, "facts": 7}."""
+
+    def __init__(
+        self,
+        *,
+        store: _builtins.str = ...,
+        removed: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "removed", b"removed", "store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreErasure: _TypeAlias = StoreErasure  # noqa: Y015
+
+@_typing.final
+class UnmergeCustomerRequest(_message.Message):
+    """Which merge to undo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERGE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    merge_id: _builtins.str
+    """`MergeRecord.merge_id` from GetCustomer; required."""
+    reason: _builtins.str
+    """Why; required, at most 256 characters."""
+    def __init__(
+        self,
+        *,
+        merge_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["merge_id", b"merge_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmergeCustomerRequest: _TypeAlias = UnmergeCustomerRequest  # noqa: Y015
+
+@_typing.final
+class UnmergeCustomerResponse(_message.Message):
+    """Both customers after the unmerge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    SURVIVOR_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    RESTORED_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    RESTORED_IDENTITY_KEYS_FIELD_NUMBER: _builtins.int
+    RESTORED_INTERACTION_COUNT_FIELD_NUMBER: _builtins.int
+    SURVIVOR_INTERACTION_COUNT_FIELD_NUMBER: _builtins.int
+    survivor_customer_id: _builtins.str
+    """The customer that survived the merge and the one restored from it."""
+    restored_customer_id: _builtins.str
+    restored_interaction_count: _builtins.int
+    survivor_interaction_count: _builtins.int
+    """Interactions the survivor keeps."""
+    @_builtins.property
+    def decision(self) -> Global___MergeDecision: ...
+    @_builtins.property
+    def restored_identity_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Identity keys and interactions the restored customer holds now."""
+
+    def __init__(
+        self,
+        *,
+        decision: Global___MergeDecision | None = ...,
+        survivor_customer_id: _builtins.str = ...,
+        restored_customer_id: _builtins.str = ...,
+        restored_identity_keys: _abc.Iterable[_builtins.str] | None = ...,
+        restored_interaction_count: _builtins.int = ...,
+        survivor_interaction_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "restored_customer_id", b"restored_customer_id", "restored_identity_keys", b"restored_identity_keys", "restored_interaction_count", b"restored_interaction_count", "survivor_customer_id", b"survivor_customer_id", "survivor_interaction_count", b"survivor_interaction_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmergeCustomerResponse: _TypeAlias = UnmergeCustomerResponse  # noqa: Y015
+
+@_typing.final
+class ApproveMergeCandidateRequest(_message.Message):
+    """Approves a pair from the review list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    OTHER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The two customers of a MergeCandidate; both required, in either order."""
+    other_customer_id: _builtins.str
+    reason: _builtins.str
+    """Why; required, at most 256 characters."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        other_customer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "other_customer_id", b"other_customer_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveMergeCandidateRequest: _TypeAlias = ApproveMergeCandidateRequest  # noqa: Y015
+
+@_typing.final
+class ApproveMergeCandidateResponse(_message.Message):
+    """The merge that approval made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    MERGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> Global___MergeDecision: ...
+    @_builtins.property
+    def merge(self) -> Global___MergeRecord:
+        """The merge, as GetCustomer lists it; pass `merge.merge_id` to UnmergeCustomer to undo it."""
+
+    def __init__(
+        self,
+        *,
+        decision: Global___MergeDecision | None = ...,
+        merge: Global___MergeRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "merge", b"merge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "merge", b"merge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveMergeCandidateResponse: _TypeAlias = ApproveMergeCandidateResponse  # noqa: Y015
+
+@_typing.final
+class RejectMergeCandidateRequest(_message.Message):
+    """Rejects a pair from the review list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    OTHER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The two customers of a MergeCandidate; both required, in either order."""
+    other_customer_id: _builtins.str
+    reason: _builtins.str
+    """Why; required, at most 256 characters."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        other_customer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "other_customer_id", b"other_customer_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectMergeCandidateRequest: _TypeAlias = RejectMergeCandidateRequest  # noqa: Y015
+
+@_typing.final
+class RejectMergeCandidateResponse(_message.Message):
+    """The recorded rejection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> Global___MergeDecision: ...
+    def __init__(
+        self,
+        *,
+        decision: Global___MergeDecision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectMergeCandidateResponse: _TypeAlias = RejectMergeCandidateResponse  # noqa: Y015
+
+@_typing.final
+class MergeDecision(_message.Message):
+    """A recorded review decision: who decided what about which customers, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    MERGE_ID_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """"dec_" followed by 16 lower-case hex digits."""
+    kind: Global___MergeDecisionKind.ValueType
+    merge_id: _builtins.str
+    """The merge made or undone; empty for a rejection."""
+    decided_by: _builtins.str
+    """The caller's token subject, or "anonymous" on a local plaintext stack."""
+    reason: _builtins.str
+    @_builtins.property
+    def customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The customers concerned (for an unmerge: survivor, then restored)."""
+
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        kind: Global___MergeDecisionKind.ValueType = ...,
+        customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+        merge_id: _builtins.str = ...,
+        decided_by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_ids", b"customer_ids", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_id", b"decision_id", "kind", b"kind", "merge_id", b"merge_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeDecision: _TypeAlias = MergeDecision  # noqa: Y015

@@ -50,6 +50,26 @@ class ProfileServiceStub:
                 request_serializer=rapport_dot_v1_dot_profile__pb2.ListMergeCandidatesRequest.SerializeToString,
                 response_deserializer=rapport_dot_v1_dot_profile__pb2.ListMergeCandidatesResponse.FromString,
                 _registered_method=True)
+        self.ForgetCustomer = channel.unary_unary(
+                '/rapport.v1.ProfileService/ForgetCustomer',
+                request_serializer=rapport_dot_v1_dot_profile__pb2.ForgetCustomerRequest.SerializeToString,
+                response_deserializer=rapport_dot_v1_dot_profile__pb2.ForgetCustomerResponse.FromString,
+                _registered_method=True)
+        self.UnmergeCustomer = channel.unary_unary(
+                '/rapport.v1.ProfileService/UnmergeCustomer',
+                request_serializer=rapport_dot_v1_dot_profile__pb2.UnmergeCustomerRequest.SerializeToString,
+                response_deserializer=rapport_dot_v1_dot_profile__pb2.UnmergeCustomerResponse.FromString,
+                _registered_method=True)
+        self.ApproveMergeCandidate = channel.unary_unary(
+                '/rapport.v1.ProfileService/ApproveMergeCandidate',
+                request_serializer=rapport_dot_v1_dot_profile__pb2.ApproveMergeCandidateRequest.SerializeToString,
+                response_deserializer=rapport_dot_v1_dot_profile__pb2.ApproveMergeCandidateResponse.FromString,
+                _registered_method=True)
+        self.RejectMergeCandidate = channel.unary_unary(
+                '/rapport.v1.ProfileService/RejectMergeCandidate',
+                request_serializer=rapport_dot_v1_dot_profile__pb2.RejectMergeCandidateRequest.SerializeToString,
+                response_deserializer=rapport_dot_v1_dot_profile__pb2.RejectMergeCandidateResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -79,6 +99,41 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetCustomer(self, request, context):
+        """Erases a customer (and every customer merged into it) from the graph: identities,
+        interactions, facts, cases, devices, merge records, affinity contributions and queued
+        contacts. Tombstones keyed by hashed identifiers stop replayed or late events from bringing
+        the customer back. Returns a receipt of what each store removed. Idempotent: forgetting an
+        erased customer again returns the original receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnmergeCustomer(self, request, context):
+        """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
+        identities, interactions, devices, cases, affinity and attributes, and interactions that
+        arrived after the merge go to whichever customer their identifiers belong to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveMergeCandidate(self, request, context):
+        """Merges a pair from the review list (ListMergeCandidates), recording a merge that
+        UnmergeCustomer can undo.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectMergeCandidate(self, request, context):
+        """Takes a pair off the review list for good: the same weak identifiers do not propose it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +151,26 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ListMergeCandidates,
                     request_deserializer=rapport_dot_v1_dot_profile__pb2.ListMergeCandidatesRequest.FromString,
                     response_serializer=rapport_dot_v1_dot_profile__pb2.ListMergeCandidatesResponse.SerializeToString,
+            ),
+            'ForgetCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetCustomer,
+                    request_deserializer=rapport_dot_v1_dot_profile__pb2.ForgetCustomerRequest.FromString,
+                    response_serializer=rapport_dot_v1_dot_profile__pb2.ForgetCustomerResponse.SerializeToString,
+            ),
+            'UnmergeCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnmergeCustomer,
+                    request_deserializer=rapport_dot_v1_dot_profile__pb2.UnmergeCustomerRequest.FromString,
+                    response_serializer=rapport_dot_v1_dot_profile__pb2.UnmergeCustomerResponse.SerializeToString,
+            ),
+            'ApproveMergeCandidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveMergeCandidate,
+                    request_deserializer=rapport_dot_v1_dot_profile__pb2.ApproveMergeCandidateRequest.FromString,
+                    response_serializer=rapport_dot_v1_dot_profile__pb2.ApproveMergeCandidateResponse.SerializeToString,
+            ),
+            'RejectMergeCandidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectMergeCandidate,
+                    request_deserializer=rapport_dot_v1_dot_profile__pb2.RejectMergeCandidateRequest.FromString,
+                    response_serializer=rapport_dot_v1_dot_profile__pb2.RejectMergeCandidateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +255,114 @@ class ProfileService:
             '/rapport.v1.ProfileService/ListMergeCandidates',
             rapport_dot_v1_dot_profile__pb2.ListMergeCandidatesRequest.SerializeToString,
             rapport_dot_v1_dot_profile__pb2.ListMergeCandidatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rapport.v1.ProfileService/ForgetCustomer',
+            rapport_dot_v1_dot_profile__pb2.ForgetCustomerRequest.SerializeToString,
+            rapport_dot_v1_dot_profile__pb2.ForgetCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnmergeCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rapport.v1.ProfileService/UnmergeCustomer',
+            rapport_dot_v1_dot_profile__pb2.UnmergeCustomerRequest.SerializeToString,
+            rapport_dot_v1_dot_profile__pb2.UnmergeCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveMergeCandidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rapport.v1.ProfileService/ApproveMergeCandidate',
+            rapport_dot_v1_dot_profile__pb2.ApproveMergeCandidateRequest.SerializeToString,
+            rapport_dot_v1_dot_profile__pb2.ApproveMergeCandidateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectMergeCandidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rapport.v1.ProfileService/RejectMergeCandidate',
+            rapport_dot_v1_dot_profile__pb2.RejectMergeCandidateRequest.SerializeToString,
+            rapport_dot_v1_dot_profile__pb2.RejectMergeCandidateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,8 +11,13 @@ the normalised value, e.g. "email:ana@example.com", "phone:+447700900123", "soci
 
 Errors: INVALID_ARGUMENT for a malformed request (the message starts with the field's name,
 e.g. "identifier.value: ..."), NOT_FOUND for an unknown customer or identifier, UNAVAILABLE
-when the customer graph cannot be reached within the call's deadline (safe to retry: every
-method here only reads).
+when the customer graph cannot be reached within the call's deadline (safe to retry: the
+reads are pure and the writes below are idempotent). FAILED_PRECONDITION when a write no longer
+applies (the merge was already undone, the candidate pair no longer exists).
+
+The writes (ForgetCustomer, UnmergeCustomer, Approve/RejectMergeCandidate) are privileged: the
+default policy grants erasure to `admin` only and merge review to `supervisor` and `admin`.
+Each records who decided (the caller's token subject) and why.
 """
 
 from collections import abc as _abc
@@ -55,6 +60,24 @@ class ProfileServiceStub:
     """Pairs of customers linked by a shared weak identifier (device id, unverified phone or
     email, social handle, cookie) and never merged automatically: the review queue.
     """
+    ForgetCustomer: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ForgetCustomerRequest, _profile_pb2.ForgetCustomerResponse]
+    """Erases a customer (and every customer merged into it) from the graph: identities,
+    interactions, facts, cases, devices, merge records, affinity contributions and queued
+    contacts. Tombstones keyed by hashed identifiers stop replayed or late events from bringing
+    the customer back. Returns a receipt of what each store removed. Idempotent: forgetting an
+    erased customer again returns the original receipt.
+    """
+    UnmergeCustomer: _grpc.UnaryUnaryMultiCallable[_profile_pb2.UnmergeCustomerRequest, _profile_pb2.UnmergeCustomerResponse]
+    """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
+    identities, interactions, devices, cases, affinity and attributes, and interactions that
+    arrived after the merge go to whichever customer their identifiers belong to.
+    """
+    ApproveMergeCandidate: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ApproveMergeCandidateRequest, _profile_pb2.ApproveMergeCandidateResponse]
+    """Merges a pair from the review list (ListMergeCandidates), recording a merge that
+    UnmergeCustomer can undo.
+    """
+    RejectMergeCandidate: _grpc.UnaryUnaryMultiCallable[_profile_pb2.RejectMergeCandidateRequest, _profile_pb2.RejectMergeCandidateResponse]
+    """Takes a pair off the review list for good: the same weak identifiers do not propose it again."""
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -71,6 +94,24 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     """Pairs of customers linked by a shared weak identifier (device id, unverified phone or
     email, social handle, cookie) and never merged automatically: the review queue.
     """
+    ForgetCustomer: _aio.UnaryUnaryMultiCallable[_profile_pb2.ForgetCustomerRequest, _profile_pb2.ForgetCustomerResponse]  # type: ignore[assignment]
+    """Erases a customer (and every customer merged into it) from the graph: identities,
+    interactions, facts, cases, devices, merge records, affinity contributions and queued
+    contacts. Tombstones keyed by hashed identifiers stop replayed or late events from bringing
+    the customer back. Returns a receipt of what each store removed. Idempotent: forgetting an
+    erased customer again returns the original receipt.
+    """
+    UnmergeCustomer: _aio.UnaryUnaryMultiCallable[_profile_pb2.UnmergeCustomerRequest, _profile_pb2.UnmergeCustomerResponse]  # type: ignore[assignment]
+    """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
+    identities, interactions, devices, cases, affinity and attributes, and interactions that
+    arrived after the merge go to whichever customer their identifiers belong to.
+    """
+    ApproveMergeCandidate: _aio.UnaryUnaryMultiCallable[_profile_pb2.ApproveMergeCandidateRequest, _profile_pb2.ApproveMergeCandidateResponse]  # type: ignore[assignment]
+    """Merges a pair from the review list (ListMergeCandidates), recording a merge that
+    UnmergeCustomer can undo.
+    """
+    RejectMergeCandidate: _aio.UnaryUnaryMultiCallable[_profile_pb2.RejectMergeCandidateRequest, _profile_pb2.RejectMergeCandidateResponse]  # type: ignore[assignment]
+    """Takes a pair off the review list for good: the same weak identifiers do not propose it again."""
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads customer profiles, identities and merge candidates from the customer graph."""
@@ -102,5 +143,47 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         """Pairs of customers linked by a shared weak identifier (device id, unverified phone or
         email, social handle, cookie) and never merged automatically: the review queue.
         """
+
+    @_abc_1.abstractmethod
+    def ForgetCustomer(
+        self,
+        request: _profile_pb2.ForgetCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.ForgetCustomerResponse, _abc.Awaitable[_profile_pb2.ForgetCustomerResponse]]:
+        """Erases a customer (and every customer merged into it) from the graph: identities,
+        interactions, facts, cases, devices, merge records, affinity contributions and queued
+        contacts. Tombstones keyed by hashed identifiers stop replayed or late events from bringing
+        the customer back. Returns a receipt of what each store removed. Idempotent: forgetting an
+        erased customer again returns the original receipt.
+        """
+
+    @_abc_1.abstractmethod
+    def UnmergeCustomer(
+        self,
+        request: _profile_pb2.UnmergeCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.UnmergeCustomerResponse, _abc.Awaitable[_profile_pb2.UnmergeCustomerResponse]]:
+        """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
+        identities, interactions, devices, cases, affinity and attributes, and interactions that
+        arrived after the merge go to whichever customer their identifiers belong to.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveMergeCandidate(
+        self,
+        request: _profile_pb2.ApproveMergeCandidateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.ApproveMergeCandidateResponse, _abc.Awaitable[_profile_pb2.ApproveMergeCandidateResponse]]:
+        """Merges a pair from the review list (ListMergeCandidates), recording a merge that
+        UnmergeCustomer can undo.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectMergeCandidate(
+        self,
+        request: _profile_pb2.RejectMergeCandidateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.RejectMergeCandidateResponse, _abc.Awaitable[_profile_pb2.RejectMergeCandidateResponse]]:
+        """Takes a pair off the review list for good: the same weak identifiers do not propose it again."""
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
