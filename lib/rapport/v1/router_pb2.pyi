@@ -91,6 +91,36 @@ CONTACT_STATE_CANCELLED: ContactState.ValueType  # 5
 """Abandoned before an agent took it (CancelContact)."""
 Global___ContactState: _TypeAlias = ContactState  # noqa: Y015
 
+class _ContactOrigin:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContactOriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContactOrigin.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTACT_ORIGIN_UNSPECIFIED: _ContactOrigin.ValueType  # 0
+    CONTACT_ORIGIN_ROUTED: _ContactOrigin.ValueType  # 1
+    """A system called RouteContact (an IVR, a chat widget, a bot handing over)."""
+    CONTACT_ORIGIN_PROACTIVE_OUTREACH: _ContactOrigin.ValueType  # 2
+    """Rapport opened a proactive case from a device alert: the agent reaches out to the customer."""
+    CONTACT_ORIGIN_SELF_SERVICE_ESCALATION: _ContactOrigin.ValueType  # 3
+    """Self-service failed (an article answered "No", the bot gave up, a flow was abandoned):
+    the agent picks up where self-service left off.
+    """
+
+class ContactOrigin(_ContactOrigin, metaclass=_ContactOriginEnumTypeWrapper):
+    """Who asked for a contact."""
+
+CONTACT_ORIGIN_UNSPECIFIED: ContactOrigin.ValueType  # 0
+CONTACT_ORIGIN_ROUTED: ContactOrigin.ValueType  # 1
+"""A system called RouteContact (an IVR, a chat widget, a bot handing over)."""
+CONTACT_ORIGIN_PROACTIVE_OUTREACH: ContactOrigin.ValueType  # 2
+"""Rapport opened a proactive case from a device alert: the agent reaches out to the customer."""
+CONTACT_ORIGIN_SELF_SERVICE_ESCALATION: ContactOrigin.ValueType  # 3
+"""Self-service failed (an article answered "No", the bot gave up, a flow was abandoned):
+the agent picks up where self-service left off.
+"""
+Global___ContactOrigin: _TypeAlias = ContactOrigin  # noqa: Y015
+
 class _AssignmentMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -691,6 +721,7 @@ class Evidence(_message.Message):
     CSAT_FIELD_NUMBER: _builtins.int
     CONTACTS_FIELD_NUMBER: _builtins.int
     RESOLVED_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
     kind: Global___EvidenceKind.ValueType
     factor: _builtins.str
     """The factor it supports."""
@@ -705,6 +736,8 @@ class Evidence(_message.Message):
     contacts: _builtins.int
     """For aggregates: contacts counted and those resolved."""
     resolved: _builtins.int
+    intent: _builtins.str
+    """The intent the agent's record is about, for evidence on the customers' intent."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -722,10 +755,11 @@ class Evidence(_message.Message):
         csat: _builtins.int | None = ...,
         contacts: _builtins.int = ...,
         resolved: _builtins.int = ...,
+        intent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "at", b"at", "csat", b"csat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "at", b"at", "case_id", b"case_id", "contacts", b"contacts", "csat", b"csat", "customer_id", b"customer_id", "description", b"description", "event_id", b"event_id", "factor", b"factor", "kind", b"kind", "outcome", b"outcome", "resolved", b"resolved", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "at", b"at", "case_id", b"case_id", "contacts", b"contacts", "csat", b"csat", "customer_id", b"customer_id", "description", b"description", "event_id", b"event_id", "factor", b"factor", "intent", b"intent", "kind", b"kind", "outcome", b"outcome", "resolved", b"resolved", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__csat: _TypeAlias = _typing.Literal["csat"]  # noqa: Y015
     _WhichOneofArgType__csat: _TypeAlias = _typing.Literal["_csat", b"_csat"]  # noqa: Y015
@@ -947,6 +981,26 @@ class Contact(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
@@ -969,6 +1023,8 @@ class Contact(_message.Message):
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     CASE_ID_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___ContactState.ValueType
     customer_id: _builtins.str
@@ -985,6 +1041,8 @@ class Contact(_message.Message):
     outcome: _events_pb2.Outcome.ValueType
     csat: _builtins.int
     case_id: _builtins.str
+    origin: Global___ContactOrigin.ValueType
+    """Who asked for the contact: a caller of RouteContact, or Rapport itself."""
     @_builtins.property
     def required_skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillRequirement]: ...
     @_builtins.property
@@ -1009,6 +1067,12 @@ class Contact(_message.Message):
     def accepted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The contact's attributes: those given to RouteContact, or for an outreach or escalation
+        what Rapport knew when it created it (the fault and device, what self-service tried).
+        """
+
     def __init__(
         self,
         *,
@@ -1034,10 +1098,12 @@ class Contact(_message.Message):
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         case_id: _builtins.str = ...,
+        origin: Global___ContactOrigin.ValueType = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "accepted_at", b"accepted_at", "age", b"age", "created_at", b"created_at", "csat", b"csat", "ended_at", b"ended_at", "offer", b"offer", "queue", b"queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "accepted_at", b"accepted_at", "age", b"age", "agent_id", b"agent_id", "case_id", b"case_id", "channel", b"channel", "created_at", b"created_at", "csat", b"csat", "customer_id", b"customer_id", "declined_by", b"declined_by", "ended_at", b"ended_at", "id", b"id", "intent", b"intent", "language", b"language", "offer", b"offer", "outcome", b"outcome", "preferred_agent_id", b"preferred_agent_id", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills", "state", b"state", "team", b"team", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "accepted_at", b"accepted_at", "age", b"age", "agent_id", b"agent_id", "attributes", b"attributes", "case_id", b"case_id", "channel", b"channel", "created_at", b"created_at", "csat", b"csat", "customer_id", b"customer_id", "declined_by", b"declined_by", "ended_at", b"ended_at", "id", b"id", "intent", b"intent", "language", b"language", "offer", b"offer", "origin", b"origin", "outcome", b"outcome", "preferred_agent_id", b"preferred_agent_id", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills", "state", b"state", "team", b"team", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__csat: _TypeAlias = _typing.Literal["csat"]  # noqa: Y015
     _WhichOneofArgType__csat: _TypeAlias = _typing.Literal["_csat", b"_csat"]  # noqa: Y015

@@ -912,6 +912,7 @@ class SelfServiceSummary(_message.Message):
     BOT_INTENTS_FIELD_NUMBER: _builtins.int
     LAST_BOT_INTENT_FIELD_NUMBER: _builtins.int
     EXIT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
     last_bot_intent: _builtins.str
     """The bot's last recognised intent, if any."""
     @_builtins.property
@@ -926,6 +927,12 @@ class SelfServiceSummary(_message.Message):
     def exit(self) -> Global___SelfServiceExit:
         """Where the customer left, if they did."""
 
+    @_builtins.property
+    def path(self) -> _containers.RepeatedCompositeFieldContainer[Global___SelfServiceStep]:
+        """The path the customer took through self-service in the current journey, oldest first:
+        articles viewed and answered, bot turns, pages and the exit (at most 30 steps, the latest).
+        """
+
     def __init__(
         self,
         *,
@@ -933,14 +940,68 @@ class SelfServiceSummary(_message.Message):
         bot_intents: _abc.Iterable[Global___BotIntent] | None = ...,
         last_bot_intent: _builtins.str = ...,
         exit: Global___SelfServiceExit | None = ...,
+        path: _abc.Iterable[Global___SelfServiceStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["articles", b"articles", "bot_intents", b"bot_intents", "exit", b"exit", "last_bot_intent", b"last_bot_intent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["articles", b"articles", "bot_intents", b"bot_intents", "exit", b"exit", "last_bot_intent", b"last_bot_intent", "path", b"path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelfServiceSummary: _TypeAlias = SelfServiceSummary  # noqa: Y015
+
+@_typing.final
+class SelfServiceStep(_message.Message):
+    """One step of a customer's way through self-service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    ARTICLE_TITLE_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
+    FLOW_ID_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    EXIT_REASON_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    kind: _events_pb2.InteractionKind.ValueType
+    """INTERACTION_KIND_ARTICLE_VIEW, _ARTICLE_FEEDBACK, _BOT_TURN, _BOT_EXIT or _PAGE_VIEW."""
+    channel: _events_pb2.Channel.ValueType
+    article_id: _builtins.str
+    article_title: _builtins.str
+    answer: _events_pb2.ArticleAnswer.ValueType
+    intent: _builtins.str
+    flow_id: _builtins.str
+    step: _builtins.str
+    exit_reason: _builtins.str
+    event_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _events_pb2.InteractionKind.ValueType = ...,
+        channel: _events_pb2.Channel.ValueType = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        article_id: _builtins.str = ...,
+        article_title: _builtins.str = ...,
+        answer: _events_pb2.ArticleAnswer.ValueType = ...,
+        intent: _builtins.str = ...,
+        flow_id: _builtins.str = ...,
+        step: _builtins.str = ...,
+        exit_reason: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "article_id", b"article_id", "article_title", b"article_title", "at", b"at", "channel", b"channel", "event_id", b"event_id", "exit_reason", b"exit_reason", "flow_id", b"flow_id", "intent", b"intent", "kind", b"kind", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelfServiceStep: _TypeAlias = SelfServiceStep  # noqa: Y015
 
 @_typing.final
 class OpenCase(_message.Message):
@@ -955,15 +1016,29 @@ class OpenCase(_message.Message):
     PROACTIVE_FIELD_NUMBER: _builtins.int
     OPENED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    FAULT_CODE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    LAST_ALERT_AT_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     status: _events_pb2.CaseStatus.ValueType
     title: _builtins.str
     owner_agent_id: _builtins.str
     proactive: _builtins.bool
+    device_id: _builtins.str
+    """For a proactive case: the device and fault it was opened for, the highest severity
+    reported, the alerts counted and the latest one's time.
+    """
+    fault_code: _builtins.str
+    severity: _events_pb2.AlertSeverity.ValueType
+    alerts: _builtins.int
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_alert_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -974,10 +1049,15 @@ class OpenCase(_message.Message):
         proactive: _builtins.bool = ...,
         opened_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        device_id: _builtins.str = ...,
+        fault_code: _builtins.str = ...,
+        severity: _events_pb2.AlertSeverity.ValueType = ...,
+        alerts: _builtins.int = ...,
+        last_alert_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_alert_at", b"last_alert_at", "opened_at", b"opened_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "opened_at", b"opened_at", "owner_agent_id", b"owner_agent_id", "proactive", b"proactive", "status", b"status", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "case_id", b"case_id", "device_id", b"device_id", "fault_code", b"fault_code", "last_alert_at", b"last_alert_at", "opened_at", b"opened_at", "owner_agent_id", b"owner_agent_id", "proactive", b"proactive", "severity", b"severity", "status", b"status", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
