@@ -686,8 +686,18 @@ class CustomerUpdated(_message.Message):
     EVENT_IDS_FIELD_NUMBER: _builtins.int
     MERGED_CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
     COMMITTED_AT_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
+    HISTORY_REMOVED_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The surviving customer id."""
+    erased: _builtins.bool
+    """The customer was erased (ForgetCustomer): `customer_id` is gone for good. Readers drop
+    whatever they hold of it (cached timeline pages) and end its watches.
+    """
+    history_removed: _builtins.bool
+    """Interactions were removed from `customer_id` (a retention purge, an unmerge moving them
+    back): whatever a reader cached of its history is stale and must be read again.
+    """
     @_builtins.property
     def event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Interactions newly stored for this customer in this commit."""
@@ -705,10 +715,12 @@ class CustomerUpdated(_message.Message):
         event_ids: _abc.Iterable[_builtins.str] | None = ...,
         merged_customer_ids: _abc.Iterable[_builtins.str] | None = ...,
         committed_at: _timestamp_pb2.Timestamp | None = ...,
+        erased: _builtins.bool = ...,
+        history_removed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["committed_at", b"committed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_at", b"committed_at", "customer_id", b"customer_id", "event_ids", b"event_ids", "merged_customer_ids", b"merged_customer_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_at", b"committed_at", "customer_id", b"customer_id", "erased", b"erased", "event_ids", b"event_ids", "history_removed", b"history_removed", "merged_customer_ids", b"merged_customer_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
