@@ -21,6 +21,9 @@ def test_every_uniqueness_constraint_exists(graph: neo4j.Driver):
         ("Device", "id"),
         ("Merge", "id"),
         ("Contact", "id"),
+        ("Tombstone", "hash"),
+        ("ErasureReceipt", "id"),
+        ("RetentionRun", "name"),
     ]:
         assert (label, prop) in unique
 

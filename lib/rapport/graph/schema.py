@@ -68,6 +68,19 @@ The graph model every service shares (written by the profile worker, read by tim
     `created_ms` is epoch milliseconds (queue order: priority with ageing). `explanation` is
     the JSON explanation of the current offer. A Contact labelled `:Outbox` has an ending
     event (`event_id`) not yet acknowledged by Kafka.
+(:Tombstone {hash, kind, receipt_id, at})
+    What ForgetCustomer leaves of an erased customer, so replayed or late events cannot bring it
+    back: `hash` is the hex HMAC-SHA256, keyed with the deployment's RAPPORT_ERASURE_SALT, of
+    "<kind>\0<value>" where `kind` is "identity" (value: an identity key), "event" (an event id
+    the customer had) or "customer" (a customer id, so a repeated erasure finds its receipt).
+    The profile worker drops events whose id or identity keys are all tombstoned and stores the
+    others without their tombstoned keys. Never deleted.
+(:ErasureReceipt {id, customer_ids, erased_at, erased_by, reason, stores, tombstone_count})
+    One per erasure, holding no personal data: `id` "era_" + 16 hex chars, `stores` the JSON
+    list of what each store removed (store, removed counts by kind, note).
+(:RetentionRun {name, cutoff, started_at, finished_at, purged})
+    One per retention job ("interactions"): each purge batch locks it first, so replicas and
+    the CLI purging at once take turns; it also records the last run.
 """
 
 from __future__ import annotations
@@ -121,6 +134,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             "CREATE INDEX merge_absorbed_id IF NOT EXISTS FOR (n:Merge) ON (n.absorbed_id)",
             "CREATE INDEX merge_survivor_id IF NOT EXISTS FOR (n:Merge) ON (n.survivor_id)",
+        ),
+    ),
+    Migration(
+        4,
+        "erasure tombstones and receipts, retention runs, contacts by identity",
+        (
+            "CREATE CONSTRAINT tombstone_hash IF NOT EXISTS FOR (n:Tombstone) REQUIRE n.hash IS UNIQUE",
+            "CREATE CONSTRAINT erasure_receipt_id IF NOT EXISTS FOR (n:ErasureReceipt) REQUIRE n.id IS UNIQUE",
+            "CREATE CONSTRAINT retention_run_name IF NOT EXISTS FOR (n:RetentionRun) REQUIRE n.name IS UNIQUE",
+            "CREATE INDEX contact_identity IF NOT EXISTS FOR (n:Contact) ON (n.identity_kind, n.identity_value)",
         ),
     ),
 )
