@@ -27,6 +27,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from rapport.v1 import events_pb2 as _events_pb2
+from rapport.v1 import timeline_pb2 as _timeline_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -194,6 +195,7 @@ class CustomerView(_message.Message):
     SENTIMENT_FIELD_NUMBER: _builtins.int
     MERGES_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    EFFORT_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     interaction_count: _builtins.int
     """All interactions stored for the customer, on every channel."""
@@ -239,6 +241,12 @@ class CustomerView(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the customer was first created in the graph."""
 
+    @_builtins.property
+    def effort(self) -> _timeline_pb2.CustomerEffort:
+        """How hard the customer has had to work within the effort window ending now: the same
+        formula and window as the handoff context's `effort`.
+        """
+
     def __init__(
         self,
         *,
@@ -256,10 +264,11 @@ class CustomerView(_message.Message):
         sentiment: Global___CustomerSentiment | None = ...,
         merges: _abc.Iterable[Global___MergeRecord] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        effort: _timeline_pb2.CustomerEffort | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "created_at", b"created_at", "first_contact_at", b"first_contact_at", "last_contact_at", b"last_contact_at", "sentiment", b"sentiment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "created_at", b"created_at", "effort", b"effort", "first_contact_at", b"first_contact_at", "last_contact_at", b"last_contact_at", "sentiment", b"sentiment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "channels", b"channels", "created_at", b"created_at", "customer_id", b"customer_id", "devices", b"devices", "first_contact_at", b"first_contact_at", "identities", b"identities", "interaction_count", b"interaction_count", "last_contact_at", b"last_contact_at", "merges", b"merges", "open_cases", b"open_cases", "recent_agents", b"recent_agents", "sentiment", b"sentiment", "top_topics", b"top_topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "channels", b"channels", "created_at", b"created_at", "customer_id", b"customer_id", "devices", b"devices", "effort", b"effort", "first_contact_at", b"first_contact_at", "identities", b"identities", "interaction_count", b"interaction_count", "last_contact_at", b"last_contact_at", "merges", b"merges", "open_cases", b"open_cases", "recent_agents", b"recent_agents", "sentiment", b"sentiment", "top_topics", b"top_topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -162,6 +162,10 @@ class _EvidenceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Evidence
     """An open case of the customer owned by the agent."""
     EVIDENCE_KIND_LAST_RESOLVER: _EvidenceKind.ValueType  # 6
     """The agent last resolved this customer's issue."""
+    EVIDENCE_KIND_CUSTOMER_EFFORT: _EvidenceKind.ValueType  # 7
+    """The customer's effort in the graph, used as the contact's priority because the caller
+    gave none (`effort_score`, the components in `description`).
+    """
 
 class EvidenceKind(_EvidenceKind, metaclass=_EvidenceKindEnumTypeWrapper):
     """What in the graph supports a factor."""
@@ -179,6 +183,10 @@ EVIDENCE_KIND_OPEN_CASE: EvidenceKind.ValueType  # 5
 """An open case of the customer owned by the agent."""
 EVIDENCE_KIND_LAST_RESOLVER: EvidenceKind.ValueType  # 6
 """The agent last resolved this customer's issue."""
+EVIDENCE_KIND_CUSTOMER_EFFORT: EvidenceKind.ValueType  # 7
+"""The customer's effort in the graph, used as the contact's priority because the caller
+gave none (`effort_score`, the components in `description`).
+"""
 Global___EvidenceKind: _TypeAlias = EvidenceKind  # noqa: Y015
 
 @_typing.final
@@ -582,7 +590,10 @@ class RouteContactRequest(_message.Message):
     language: _builtins.str
     """BCP 47 tag the customer needs; empty means the customer's language in the graph, if any."""
     priority: _builtins.int
-    """0 (normal) to 10 (most urgent); waiting raises it over time (ageing)."""
+    """0 (normal) to 10 (most urgent); waiting raises it over time (ageing). Left at 0, the
+    customer's effort in the graph sets it: effort score / 10, rounded down (a known customer
+    who had to try hard waits less and goes to the strongest agents).
+    """
     preferred_agent_id: _builtins.str
     """Prefer this agent: a strong score bonus, or the only eligible agent for the first
     `preferred_agent_wait` of waiting.
@@ -722,6 +733,7 @@ class Evidence(_message.Message):
     CONTACTS_FIELD_NUMBER: _builtins.int
     RESOLVED_FIELD_NUMBER: _builtins.int
     INTENT_FIELD_NUMBER: _builtins.int
+    EFFORT_SCORE_FIELD_NUMBER: _builtins.int
     kind: Global___EvidenceKind.ValueType
     factor: _builtins.str
     """The factor it supports."""
@@ -738,6 +750,8 @@ class Evidence(_message.Message):
     resolved: _builtins.int
     intent: _builtins.str
     """The intent the agent's record is about, for evidence on the customers' intent."""
+    effort_score: _builtins.int
+    """For EVIDENCE_KIND_CUSTOMER_EFFORT: the customer's effort score, 0 to 100."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -756,10 +770,11 @@ class Evidence(_message.Message):
         contacts: _builtins.int = ...,
         resolved: _builtins.int = ...,
         intent: _builtins.str = ...,
+        effort_score: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "at", b"at", "csat", b"csat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "at", b"at", "case_id", b"case_id", "contacts", b"contacts", "csat", b"csat", "customer_id", b"customer_id", "description", b"description", "event_id", b"event_id", "factor", b"factor", "intent", b"intent", "kind", b"kind", "outcome", b"outcome", "resolved", b"resolved", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_csat", b"_csat", "at", b"at", "case_id", b"case_id", "contacts", b"contacts", "csat", b"csat", "customer_id", b"customer_id", "description", b"description", "effort_score", b"effort_score", "event_id", b"event_id", "factor", b"factor", "intent", b"intent", "kind", b"kind", "outcome", b"outcome", "resolved", b"resolved", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__csat: _TypeAlias = _typing.Literal["csat"]  # noqa: Y015
     _WhichOneofArgType__csat: _TypeAlias = _typing.Literal["_csat", b"_csat"]  # noqa: Y015
@@ -1034,6 +1049,7 @@ class Contact(_message.Message):
     intent: _builtins.str
     language: _builtins.str
     priority: _builtins.int
+    """The caller's priority, or the one the customer's effort gave it."""
     team: _builtins.str
     preferred_agent_id: _builtins.str
     agent_id: _builtins.str

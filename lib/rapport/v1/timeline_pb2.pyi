@@ -112,7 +112,7 @@ class _EffortLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EffortLev
     EFFORT_LEVEL_HIGH: _EffortLevel.ValueType  # 3
 
 class EffortLevel(_EffortLevel, metaclass=_EffortLevelEnumTypeWrapper):
-    """How hard the customer has had to work in the current journey."""
+    """How hard the customer has had to work lately (see CustomerEffort)."""
 
 EFFORT_LEVEL_UNSPECIFIED: EffortLevel.ValueType  # 0
 EFFORT_LEVEL_LOW: EffortLevel.ValueType  # 1
@@ -1218,34 +1218,86 @@ Global___SentimentSummary: _TypeAlias = SentimentSummary  # noqa: Y015
 
 @_typing.final
 class CustomerEffort(_message.Message):
-    """The customer-effort indicator."""
+    """The customer-effort indicator: one formula (rapport.effort) over the customer's interactions
+    in a window ending now, the same in the handoff context, the 360° view and routing. Each
+    component scores points per occurrence up to a cap; the score is their sum, at most 100:
+    bot turns 3 (cap 15), failed self-service (an article answered "No", a bot exit) 10 (cap 30),
+    channel switches 8 (cap 24), repeated contacts about the same topic 12 (cap 36), facts given
+    again 8 (cap 24). LOW below 30, MEDIUM below 60, HIGH from 60.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     LEVEL_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
     level: Global___EffortLevel.ValueType
     score: _builtins.int
     """0 (effortless) to 100."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """What raised the score, in plain words, e.g. "3 contacts in 2 days"."""
+        """What raised the score, in plain words, e.g. "2 repeat contacts about billing"."""
 
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___EffortComponent]:
+        """Every component of the formula, in its order, with what it counted and scored."""
+
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """The window the score is over: [window_start, window_end]."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         level: Global___EffortLevel.ValueType = ...,
         score: _builtins.int = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
+        components: _abc.Iterable[Global___EffortComponent] | None = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "reasons", b"reasons", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "level", b"level", "reasons", b"reasons", "score", b"score", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CustomerEffort: _TypeAlias = CustomerEffort  # noqa: Y015
+
+@_typing.final
+class EffortComponent(_message.Message):
+    """One term of the customer-effort formula."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"bot_turns", "failed_self_service", "channel_switches", "repeat_contacts" or "repeated_facts"."""
+    count: _builtins.int
+    """Occurrences in the window."""
+    points: _builtins.int
+    """Points it adds to the score: count × points per occurrence, at most the cap."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        count: _builtins.int = ...,
+        points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "name", b"name", "points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EffortComponent: _TypeAlias = EffortComponent  # noqa: Y015
 
 @_typing.final
 class GetHandoffContextResponse(_message.Message):
