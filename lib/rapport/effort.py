@@ -3,7 +3,7 @@
 One formula, shared by the 360° view (profile), the handoff context (timeline), routing
 priority (router) and the journey report. It reads the customer's interactions whose event
 time falls in a window [end - window, end] (7 days unless RAPPORT_EFFORT_WINDOW_DAYS says
-otherwise) and counts five things the customer had to do:
+otherwise; the newest 500 of them) and counts five things the customer had to do:
 
     component             counts, in the window                                points  cap
     bot_turns             bot turns (kind bot_turn)                                 3    15
@@ -35,6 +35,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rapport.v1 import timeline_pb2
+
 NANOS = 1_000_000_000
 HOUR = 3600 * NANOS
 DAY = 24 * HOUR
@@ -63,6 +67,13 @@ CONTACT_KINDS = frozenset(
 )
 UNASSISTED_CHANNELS = frozenset({"bot", "device"})
 _MAX_NAMED = 3
+# The newest this many interactions of the window count (bounds a read of a very busy customer).
+MAX_TOUCHPOINTS = 500
+_LEVELS = {
+    "low": timeline_pb2.EFFORT_LEVEL_LOW,
+    "medium": timeline_pb2.EFFORT_LEVEL_MEDIUM,
+    "high": timeline_pb2.EFFORT_LEVEL_HIGH,
+}
 
 
 class Touchpoint(NamedTuple):
@@ -216,7 +227,7 @@ def _named(items: Iterable[str]) -> str:
 def customer_effort(touchpoints: Iterable[Touchpoint], window_end: int, window: int = DEFAULT_WINDOW) -> Effort:
     """The effort score over the touchpoints whose `at` is in [window_end - window, window_end]."""
     start = window_end - window
-    ordered = in_order(t for t in touchpoints if start <= t.at <= window_end)
+    ordered = in_order(t for t in touchpoints if start <= t.at <= window_end)[-MAX_TOUCHPOINTS:]
     reasons: list[str] = []
 
     bot_turns = sum(1 for t in ordered if t.kind == "bot_turn")
@@ -254,3 +265,23 @@ def customer_effort(touchpoints: Iterable[Touchpoint], window_end: int, window: 
     )
     score = min(100, sum(c.points for c in components))
     return Effort(score, level_of(score), components, tuple(reasons), start, window_end)
+
+
+def _timestamp(nanos: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(nanos)
+    return ts
+
+
+def effort_message(effort: Effort) -> timeline_pb2.CustomerEffort:
+    """The contract's CustomerEffort, as the handoff context and the 360° view both send it."""
+    return timeline_pb2.CustomerEffort(
+        level=_LEVELS[effort.level],
+        score=effort.score,
+        reasons=effort.reasons,
+        components=[
+            timeline_pb2.EffortComponent(name=c.name, count=c.count, points=c.points) for c in effort.components
+        ],
+        window_start=_timestamp(effort.window_start),
+        window_end=_timestamp(effort.window_end),
+    )

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rapport import effort as effort_formula
 from rapport.errors import InvalidArgument
 from rapport_timeline.domain import handoff as h
 from rapport_timeline.domain.cursor import (
@@ -219,19 +220,28 @@ def test_the_journey_starts_after_the_last_resolved_contact():
     assert [i.event_id for i in journey] == ["e0005", "e0004"] and started == 4 * MIN
 
 
-def test_effort_rises_with_repeat_contacts_failed_articles_and_bot_exits():
-    calm = h.effort([item(1, kind="call", channel="voice")], [], [], 0.5, 0)
+def test_handoff_effort_is_the_shared_formula_over_the_window_ending_now():
+    calm = h.effort([item(1, kind="call", channel="voice")], now=2 * MIN)
     assert (calm.level, calm.score) == ("low", 0)
     hard = [
+        item(7, kind="message", channel="chat", topic="tv", facts=(Fact("Order", "A-1"),)),
         item(6, kind="bot_exit", channel="bot", exit_reason="gave_up"),
         item(5, kind="article_feedback", channel="web", article_id="kb1", answer="no"),
-        item(4, kind="call", channel="voice", outcome="transferred", contact_id="c2"),
-        item(3, kind="message", channel="email", contact_id="c1"),
-        item(2, kind="contact_abandoned", channel="voice"),
+        item(4, kind="call", channel="voice", topic="tv", contact_id="c2", facts=(Fact("order ", "a-1"),)),
+        item(3, kind="message", channel="email", topic="tv", contact_id="c1"),
     ]
-    result = h.effort(hard, [], [], -0.7, 0)
-    assert result.level == "high" and result.score >= 60
-    assert any("did not help" in r for r in result.reasons) and any("left the bot" in r for r in result.reasons)
+    result = h.effort(hard, now=10 * MIN)
+    assert result == effort_formula.customer_effort([h.touchpoint(i) for i in hard], 10 * MIN)
+    assert {c.name: c.count for c in result.components} == {
+        "bot_turns": 0,
+        "failed_self_service": 2,
+        "channel_switches": 4,  # email -> voice -> web -> bot -> chat
+        "repeat_contacts": 2,  # three contacts about tv
+        "repeated_facts": 1,  # the order, once by phone and again in the chat
+    }
+    assert result.level == "high"
+    # A five-minute window leaves out the first two: web -> bot -> chat.
+    assert h.effort(hard, now=10 * MIN, window=5 * MIN).count("channel_switches") == 2
 
 
 def test_sentiment_trend():

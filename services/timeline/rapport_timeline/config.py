@@ -6,6 +6,7 @@ RAPPORT_TIMELINE_MAX_WATCHERS   concurrent WatchTimeline streams per process (ea
 RAPPORT_TIMELINE_LIVE_WAIT      seconds a new watch waits for the live feed (default 5)
 RAPPORT_TIMELINE_CACHE_INTERACTIONS   interactions the hot-timeline cache may hold (default
                                 200000, about 100 MB; 0 turns it off)
+RAPPORT_EFFORT_WINDOW_DAYS       the customer-effort window (default 7; see rapport.effort)
 RAPPORT_NEO4J_* and RAPPORT_KAFKA_* as in rapport.settings.
 """
 
@@ -15,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from rapport.effort import DEFAULT_WINDOW, window_from_env
 from rapport.settings import TIMELINE_PORT, GrpcSettings, KafkaSettings, Neo4jSettings
 
 DEFAULT_WORKERS = 64
@@ -29,6 +31,8 @@ class TimelineSettings:
     max_watchers: int
     live_wait: float = 5.0
     cache_interactions: int = 200_000
+    # Nanoseconds of history the effort score counts.
+    effort_window: int = DEFAULT_WINDOW
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TimelineSettings:
@@ -45,4 +49,12 @@ class TimelineSettings:
             cache = int(raw_cache) if raw_cache else 200_000
         except ValueError as exc:
             raise ValueError(f"RAPPORT_TIMELINE_* settings must be numbers: {exc}") from exc
-        return cls(grpc, Neo4jSettings.from_env(env), KafkaSettings.from_env(env), max_watchers, live_wait, cache)
+        return cls(
+            grpc,
+            Neo4jSettings.from_env(env),
+            KafkaSettings.from_env(env),
+            max_watchers,
+            live_wait,
+            cache,
+            window_from_env(env),
+        )

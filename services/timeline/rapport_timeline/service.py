@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from rapport.effort import DEFAULT_WINDOW
 from rapport.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from rapport_timeline.adapters.updates import WatchClosed, WatchHub
 from rapport_timeline.domain.cursor import decode_watch_token
@@ -87,10 +88,13 @@ def _event_id(value: str) -> str:
 
 
 class Timeline:
-    def __init__(self, graph: TimelineGraph, hub: WatchHub, *, live_wait: float = 5.0) -> None:
+    def __init__(
+        self, graph: TimelineGraph, hub: WatchHub, *, live_wait: float = 5.0, effort_window: int = DEFAULT_WINDOW
+    ) -> None:
         self.graph = graph
         self.hub = hub
         self.live_wait = live_wait
+        self.effort_window = effort_window
 
     def _same_customer(self, issued_for: str, customer_id: str, field: str, deadline: Deadline) -> None:
         """A cursor is good for its customer and, after a merge, for the survivor."""
@@ -136,7 +140,7 @@ class Timeline:
     def handoff(self, key: CustomerKey, deadline: Deadline, now: int | None = None) -> HandoffContext:
         customer = self.graph.resolve(key, deadline.remaining())
         snapshot = self.graph.snapshot(customer, HANDOFF_RECENT, deadline.remaining())
-        return handoff_context(snapshot, time.time_ns() if now is None else now)
+        return handoff_context(snapshot, time.time_ns() if now is None else now, self.effort_window)
 
     # -- WatchTimeline ----------------------------------------------------------------------
 

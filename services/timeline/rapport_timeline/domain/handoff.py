@@ -2,7 +2,8 @@
 
 Built from one snapshot of the customer (see `CustomerSnapshot`): the fact ledger, what
 self-service and the bot tried in the current journey, open cases, devices, last agents,
-sentiment, a customer-effort indicator and a one-line guess at why they are contacting.
+sentiment, the customer's effort (the shared formula of rapport.effort, over the effort window
+ending now) and a one-line guess at why they are contacting.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rapport.effort import DEFAULT_WINDOW, Effort, Touchpoint, customer_effort, fact_key
 from rapport_timeline.domain.model import (
     NANOS,
     Case,
@@ -25,7 +27,6 @@ DAY = 24 * 3600 * NANOS
 # The journey is what happened after the last resolved contact, at most this far back.
 JOURNEY_MAX_AGE = 7 * DAY
 DEVICE_ALERT_WINDOW = 30 * DAY
-CONTACT_GAP = 30 * 60 * NANOS
 MAX_RECENT_AGENTS = 5
 MAX_SENTIMENT_POINTS = 10
 MAX_BOT_INTENTS = 20
@@ -36,8 +37,6 @@ MASK = "****"
 _MIN_LENGTH_SHOWING_TAIL = 12
 _SENSITIVE_KEY = re.compile(r"card|pan\b|cvv|cvc|password|passcode|\bpin\b|ssn|national.?id|passport|iban|secret")
 _CARD_LIKE = re.compile(r"^[\d\s-]{13,23}$")
-_CONTACT_KINDS = frozenset({"call", "message", "contact_assigned", "contact_abandoned", "form_submitted"})
-_SELF_SERVICE_EXITS = frozenset({"gave_up", "no_match", "asked_for_agent", "timeout", "error"})
 
 
 # --- masking -------------------------------------------------------------------------------
@@ -294,75 +293,28 @@ def sentiment(recent: Sequence[Interaction]) -> SentimentSummary:
 # --- effort --------------------------------------------------------------------------------
 
 
-@dataclass
-class Effort:
-    level: str  # "low" | "medium" | "high"
-    score: int
-    reasons: list[str]
+def touchpoint(item: Interaction) -> Touchpoint:
+    """The interaction as the shared effort formula (rapport.effort) reads it."""
+    return Touchpoint(
+        at=item.at,
+        channel=item.channel,
+        kind=item.kind,
+        direction=item.direction,
+        topic=item.topic,
+        intent=item.intent,
+        outcome=item.outcome,
+        answer=item.answer,
+        article_id=item.article_id,
+        flow_id=item.flow_id,
+        step=item.step,
+        contact_id=item.contact_id,
+        facts=tuple(dict.fromkeys(fact_key(f.key, f.value) for f in item.facts if f.key.strip())),
+    )
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _span(items: Sequence[Interaction]) -> str:
-    days = max(1, -(-(items[0].at - items[-1].at) // DAY))
-    return _plural(days, "day")
-
-
-def effort(
-    journey_items: Sequence[Interaction],
-    ledger: Sequence[LedgerFact],
-    cases: Sequence[Case],
-    latest_sentiment: float | None,
-    now: int,
-) -> Effort:
-    """0 (effortless) to 100, from what the customer had to do in the current journey."""
-    score = 0
-    reasons: list[str] = []
-    # A contact is a router contact id, or else one channel's activity within half an hour
-    # (so the turns of one chat count once).
-    contacts: dict[object, Interaction] = {}
-    for i in journey_items:
-        if i.kind in _CONTACT_KINDS and i.direction != "outbound":
-            contacts.setdefault(i.contact_id or (i.channel, i.at // CONTACT_GAP), i)
-    if len(contacts) > 1:
-        score += min(30, 10 * (len(contacts) - 1))
-        reasons.append(f"{_plural(len(contacts), 'contact')} in {_span(list(contacts.values()))}")
-    channels = {i.channel for i in journey_items if i.channel and i.direction != "outbound"}
-    if len(channels) > 1:
-        score += min(20, 10 * (len(channels) - 1))
-        reasons.append(f"tried {len(channels)} channels ({', '.join(sorted(c for c in channels if c))})")
-    failed = {i.article_id for i in journey_items if i.answer == "no" and i.article_id}
-    if failed:
-        score += min(20, 10 * len(failed))
-        reasons.append(f"{_plural(len(failed), 'article')} did not help")
-    exits = [i for i in journey_items if i.kind == "bot_exit" or (i.exit_reason in _SELF_SERVICE_EXITS)]
-    if exits:
-        score += 15
-        reasons.append(f"left the bot ({exits[0].exit_reason or 'no reason given'})")
-    abandoned = sum(1 for i in journey_items if i.kind == "contact_abandoned" or i.outcome == "abandoned")
-    if abandoned:
-        score += min(30, 15 * abandoned)
-        reasons.append(f"abandoned {_plural(abandoned, 'contact')}")
-    bounced = sum(1 for i in journey_items if i.outcome in ("transferred", "escalated", "unresolved"))
-    if bounced:
-        score += min(20, 10 * bounced)
-        reasons.append(f"{_plural(bounced, 'contact')} transferred, escalated or unresolved")
-    repeated = [f.key for f in ledger if f.times_given > 1]
-    if repeated:
-        score += 10
-        reasons.append(f"gave {', '.join(sorted(set(repeated)))} more than once")
-    stale = [c for c in cases if c.is_open and c.opened_at is not None and now - c.opened_at > JOURNEY_MAX_AGE]
-    if stale:
-        score += 10
-        reasons.append(f"{_plural(len(stale), 'case')} open for over a week")
-    if latest_sentiment is not None and latest_sentiment < -0.3:
-        score += 10
-        reasons.append("negative sentiment")
-    score = min(100, score)
-    level = "high" if score >= 60 else "medium" if score >= 30 else "low"
-    return Effort(level, score, reasons)
+def effort(recent: Sequence[Interaction], now: int, window: int = DEFAULT_WINDOW) -> Effort:
+    """The customer's effort over the window ending now: the same score as the 360° view's."""
+    return customer_effort((touchpoint(i) for i in recent), now, window)
 
 
 # --- verification --------------------------------------------------------------------------
@@ -454,7 +406,7 @@ class HandoffContext:
     recent: list[Interaction]
 
 
-def handoff_context(snapshot: CustomerSnapshot, now: int) -> HandoffContext:
+def handoff_context(snapshot: CustomerSnapshot, now: int, effort_window: int = DEFAULT_WINDOW) -> HandoffContext:
     recent = list(snapshot.recent)
     journey_items, started = journey(recent)
     ledger = fact_ledger(recent)
@@ -474,7 +426,7 @@ def handoff_context(snapshot: CustomerSnapshot, now: int) -> HandoffContext:
         devices=devices,
         recent_agents=recent_agents(snapshot),
         sentiment=mood,
-        effort=effort(journey_items, ledger, open_cases, mood.latest, now),
+        effort=effort(recent, now, effort_window),
         probable_reason=probable_reason(journey_items, service, open_cases, devices),
         journey_started_at=started,
         recent=recent[:MAX_RECENT_INTERACTIONS],

@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from rapport.effort import effort_message
 from rapport.errors import InvalidArgument
 from rapport.identity import InvalidIdentifier, normalise
 from rapport.v1 import events_pb2, timeline_pb2
@@ -233,11 +234,6 @@ _TREND = {
     "stable": timeline_pb2.SENTIMENT_TREND_STABLE,
     "worsening": timeline_pb2.SENTIMENT_TREND_WORSENING,
 }
-_EFFORT = {
-    "low": timeline_pb2.EFFORT_LEVEL_LOW,
-    "medium": timeline_pb2.EFFORT_LEVEL_MEDIUM,
-    "high": timeline_pb2.EFFORT_LEVEL_HIGH,
-}
 _IDENTITY_KINDS = {
     "email": events_pb2.IDENTIFIER_KIND_EMAIL,
     "phone": events_pb2.IDENTIFIER_KIND_PHONE,
@@ -371,11 +367,7 @@ def handoff(ctx: h.HandoffContext) -> timeline_pb2.GetHandoffContextResponse:
             for a in ctx.recent_agents
         ],
         sentiment=sentiment,
-        effort=timeline_pb2.CustomerEffort(
-            level=_EFFORT[ctx.effort.level],
-            score=ctx.effort.score,
-            reasons=ctx.effort.reasons,
-        ),
+        effort=effort_message(ctx.effort),
         probable_reason=ctx.probable_reason,
         recent_interactions=[timeline_pb2.Interaction.FromString(encoded_interaction(i)) for i in ctx.recent],
         journey_started_at=_ts_or_none(ctx.journey_started_at),
