@@ -121,3 +121,53 @@ def test_a_candidate_between_customers_merged_later_in_the_batch_is_dropped():
     )
     assert plan.candidates == {}
     assert len(plan.merges) == 1
+
+
+def test_customers_kept_apart_are_not_merged_and_the_event_joins_the_oldest():
+    plan = plan_batch(
+        [record("e1", "email:ana@example.com", "crm:C-1", "phone:+447700900123")],
+        known(("email:ana@example.com", NEWER), ("crm:C-1", OLD), ("phone:+447700900123", None)),
+        NOW,
+        apart=[("cus_newer", "cus_old")],
+    )
+    assert plan.merges == []
+    assert plan.candidates == {}
+    assert plan.owners == {"e1": "cus_old"}
+    assert plan.attachments == {"phone:+447700900123": "cus_old"}
+
+
+def test_kept_apart_holds_for_customers_merged_earlier_in_the_batch():
+    third = KnownCustomer("cus_third", NOW - timedelta(days=10))
+    plan = plan_batch(
+        # e1 merges NEWER into OLD; e2 then names OLD and THIRD, which the reviewer kept apart from NEWER.
+        [record("e1", "crm:C-1", "crm:C-2"), record("e2", "crm:C-1", "crm:C-3")],
+        known(("crm:C-1", OLD), ("crm:C-2", NEWER), ("crm:C-3", third)),
+        NOW,
+        apart=[("cus_third", "cus_newer")],
+    )
+    assert [(m.survivor_id, m.absorbed_id) for m in plan.merges] == [("cus_old", "cus_newer")]
+    assert plan.owners == {"e1": "cus_old", "e2": "cus_old"}
+    assert plan.final("cus_third") == "cus_third"
+
+
+def test_a_weak_identifier_never_proposes_a_pair_kept_apart():
+    plan = plan_batch(
+        [record("e1", "crm:C-1", identifier("device:D-9", verified=False))],
+        known(("crm:C-1", OLD), ("device:D-9", NEWER)),
+        NOW,
+        apart=[("cus_old", "cus_newer")],
+    )
+    assert plan.candidates == {}
+    assert plan.owners == {"e1": "cus_old"}
+
+
+def test_only_the_customers_not_kept_apart_merge_and_the_evidence_names_their_keys():
+    third = KnownCustomer("cus_third", NOW - timedelta(hours=1))
+    plan = plan_batch(
+        [record("e1", "crm:C-1", "crm:C-2", "crm:C-3")],
+        known(("crm:C-1", OLD), ("crm:C-2", NEWER), ("crm:C-3", third)),
+        NOW,
+        apart=[("cus_old", "cus_newer")],
+    )
+    assert [(m.survivor_id, m.absorbed_id) for m in plan.merges] == [("cus_old", "cus_third")]
+    assert plan.merges[0].linking_keys == ["crm:C-1", "crm:C-3"]

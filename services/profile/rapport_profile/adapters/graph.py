@@ -116,9 +116,11 @@ MERGE (i)-[:IDENTIFIES]->(c)
 )
 
 # A merge, one statement per step so each step sees the previous one's writes.
+# `survivor` is what the survivor had before taking the absorbed customer's attributes.
 MERGE_LOCK_ABSORBED = _cypher(
     """
 MATCH (x:Customer {id: $absorbed}), (f:Customer {id: $survivor})
+WITH x, f, f {.language, .tier, .segment, .display_name, .traits_at} AS survivor
 SET x.merged_into = $survivor, x.merged_at = DT($now)
 SET f.first_contact_at = CASE WHEN f.first_contact_at IS NULL OR x.first_contact_at < f.first_contact_at
                               THEN x.first_contact_at ELSE f.first_contact_at END,
@@ -128,7 +130,7 @@ SET f.first_contact_at = CASE WHEN f.first_contact_at IS NULL OR x.first_contact
     f.tier = coalesce(f.tier, x.tier),
     f.segment = coalesce(f.segment, x.segment),
     f.display_name = coalesce(f.display_name, x.display_name)
-RETURN x {.language, .tier, .segment, .display_name, .first_contact_at, .last_contact_at} AS attributes
+RETURN x {.language, .tier, .segment, .display_name, .first_contact_at, .last_contact_at} AS attributes, survivor
 """
 )
 MERGE_MOVE_IDENTITIES = _cypher(
@@ -201,6 +203,23 @@ MERGE_SHORTEN_CHAINS = _cypher(
     """
 MATCH (o:Customer {merged_into: $absorbed})
 SET o.merged_into = $survivor
+"""
+)
+
+# Pairs among the given live customers that a reviewer decided are different people: a NOT_SAME
+# between them, or between customers merged into them since.
+KEPT_APART = _cypher(
+    """
+UNWIND $ids AS id
+CALL (id) {
+  MATCH (a:Customer {id: id}) RETURN a
+  UNION
+  MATCH (a:Customer {merged_into: id}) RETURN a
+}
+MATCH (a)-[:NOT_SAME]-(b:Customer)
+WITH id, coalesce(b.merged_into, b.id) AS other
+WHERE other IN $ids AND id < other
+RETURN DISTINCT id, other
 """
 )
 
@@ -376,6 +395,63 @@ def _json_ready(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def run(tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
+    return list(tx.run(query, _wire(params)))
+
+
+def absorb(tx: neo4j.ManagedTransaction, absorbed: str, survivor: str, now: datetime) -> dict[str, Any]:
+    """Moves everything an existing customer has to its survivor; returns what moved.
+
+    The one way customers merge, for the worker's batches and for an approved merge candidate.
+    """
+    params = {"absorbed": absorbed, "survivor": survivor, "now": now}
+    attributes = run(tx, MERGE_LOCK_ABSORBED, **params)
+    moved: dict[str, Any] = {
+        "attributes": {k: _json_ready(v) for k, v in attributes[0]["attributes"].items() if v is not None}
+        if attributes
+        else {},
+        "survivor_attributes": {k: _json_ready(v) for k, v in attributes[0]["survivor"].items() if v is not None}
+        if attributes
+        else {},
+    }
+    moved["identity_keys"] = run(tx, MERGE_MOVE_IDENTITIES, **params)[0]["keys"]
+    moved["event_ids"] = run(tx, MERGE_MOVE_INTERACTIONS, **params)[0]["event_ids"]
+    moved["device_ids"] = run(tx, MERGE_MOVE_DEVICES, **params)[0]["device_ids"]
+    moved["case_ids"] = run(tx, MERGE_MOVE_CASES, **params)[0]["case_ids"]
+    moved["affinity"] = [
+        {k: _json_ready(v) for k, v in row.items()} for row in run(tx, MERGE_MOVE_AFFINITY, **params)[0]["affinity"]
+    ]
+    run(tx, MERGE_MOVE_CANDIDATES, **params)
+    run(tx, MERGE_SHORTEN_CHAINS, **params)
+    log.info("customers merged", extra={"survivor": survivor, "absorbed": absorbed})
+    return moved
+
+
+def merge_evidence(merge: PlannedMerge, moved: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """The row RECORD_MERGES writes for `merge`, given what `absorb` moved (None: nothing existed yet)."""
+    moved = moved or {}
+    return {
+        "id": merge.id,
+        # Times beside props, not in them: RECORD_MERGES turns them into DateTimes.
+        "at": now,
+        "event_at": merge.at,
+        "props": {
+            "id": merge.id,
+            "event_id": merge.event_id,
+            "survivor_id": merge.survivor_id,
+            "absorbed_id": merge.absorbed_id,
+            "linking_keys": merge.linking_keys,
+            "absorbed_identity_keys": sorted({*moved.get("identity_keys", []), *merge.batch_identity_keys}),
+            "absorbed_event_ids": sorted({*moved.get("event_ids", []), *merge.batch_event_ids}),
+            "absorbed_device_ids": sorted(moved.get("device_ids", [])),
+            "absorbed_case_ids": sorted(moved.get("case_ids", [])),
+            "absorbed_affinity": json.dumps(moved.get("affinity", [])),
+            "absorbed_attributes": json.dumps(moved.get("attributes", {})),
+            "survivor_attributes": json.dumps(moved.get("survivor_attributes", {})),
+        },
+    }
+
+
 class GraphWriter:
     """Writes batches of validated events to the customer graph, idempotently."""
 
@@ -412,7 +488,7 @@ class GraphWriter:
                 return session.execute_write(write, list(records))
 
     def _run(self, tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
-        return list(tx.run(query, _wire(params)))
+        return run(tx, query, **params)
 
     def _write(self, tx: neo4j.ManagedTransaction, all_records: list[InteractionRecord]) -> BatchResult:
         now = self._clock()
@@ -427,7 +503,7 @@ class GraphWriter:
             return BatchResult(duplicates=duplicates, replayed=replayed)
 
         known = self._lock_identities(tx, records)
-        plan = plan_batch(records, known, now)
+        plan = plan_batch(records, known, now, self._kept_apart(tx, records, known))
 
         absorbed_now = {m.absorbed_id: plan.final(m.absorbed_id) for m in plan.merges if m.absorbed_is_new}
         self._run(
@@ -445,8 +521,7 @@ class GraphWriter:
                 attachments=[{"key": k, "customer_id": c} for k, c in sorted(plan.attachments.items())],
             )
         evidence = {
-            m.absorbed_id: self._absorb(tx, m.absorbed_id, plan.final(m.absorbed_id), now)
-            for m in plan.existing_absorbed
+            m.absorbed_id: absorb(tx, m.absorbed_id, plan.final(m.absorbed_id), now) for m in plan.existing_absorbed
         }
         self._upsert_cases_and_devices(tx, records, plan)
 
@@ -483,7 +558,7 @@ class GraphWriter:
             )
         if plan.merges:
             self._run(
-                tx, RECORD_MERGES, merges=[self._merge_row(m, evidence.get(m.absorbed_id), now) for m in plan.merges]
+                tx, RECORD_MERGES, merges=[merge_evidence(m, evidence.get(m.absorbed_id), now) for m in plan.merges]
             )
 
         changes: dict[str, CustomerChange] = {}
@@ -538,50 +613,35 @@ class GraphWriter:
             )
         return known
 
-    def _absorb(self, tx: neo4j.ManagedTransaction, absorbed: str, survivor: str, now: datetime) -> dict[str, Any]:
-        """Moves everything an existing customer has to its survivor; returns what moved."""
-        params = {"absorbed": absorbed, "survivor": survivor, "now": now}
-        attributes = self._run(tx, MERGE_LOCK_ABSORBED, **params)
-        moved: dict[str, Any] = {
-            "attributes": {k: _json_ready(v) for k, v in attributes[0]["attributes"].items() if v is not None}
-            if attributes
-            else {}
-        }
-        moved["identity_keys"] = self._run(tx, MERGE_MOVE_IDENTITIES, **params)[0]["keys"]
-        moved["event_ids"] = self._run(tx, MERGE_MOVE_INTERACTIONS, **params)[0]["event_ids"]
-        moved["device_ids"] = self._run(tx, MERGE_MOVE_DEVICES, **params)[0]["device_ids"]
-        moved["case_ids"] = self._run(tx, MERGE_MOVE_CASES, **params)[0]["case_ids"]
-        moved["affinity"] = [
-            {k: _json_ready(v) for k, v in row.items()}
-            for row in self._run(tx, MERGE_MOVE_AFFINITY, **params)[0]["affinity"]
-        ]
-        self._run(tx, MERGE_MOVE_CANDIDATES, **params)
-        self._run(tx, MERGE_SHORTEN_CHAINS, **params)
-        log.info("customers merged", extra={"survivor": survivor, "absorbed": absorbed})
-        return moved
+    def _kept_apart(
+        self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], known: dict[str, KnownCustomer | None]
+    ) -> list[tuple[str, str]]:
+        """Reviewed-apart pairs among customers the batch could bring together.
 
-    @staticmethod
-    def _merge_row(merge: PlannedMerge, moved: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-        moved = moved or {}
-        return {
-            "id": merge.id,
-            # Times beside props, not in them: RECORD_MERGES turns them into DateTimes.
-            "at": now,
-            "event_at": merge.at,
-            "props": {
-                "id": merge.id,
-                "event_id": merge.event_id,
-                "survivor_id": merge.survivor_id,
-                "absorbed_id": merge.absorbed_id,
-                "linking_keys": merge.linking_keys,
-                "absorbed_identity_keys": sorted({*moved.get("identity_keys", []), *merge.batch_identity_keys}),
-                "absorbed_event_ids": sorted({*moved.get("event_ids", []), *merge.batch_event_ids}),
-                "absorbed_device_ids": sorted(moved.get("device_ids", [])),
-                "absorbed_case_ids": sorted(moved.get("case_ids", [])),
-                "absorbed_affinity": json.dumps(moved.get("affinity", [])),
-                "absorbed_attributes": json.dumps(moved.get("attributes", {})),
-            },
-        }
+        Customers only meet (merge, or become candidates) through identifiers that share an
+        event, directly or through keys new to the batch, so only customers whose keys are so
+        connected are looked up: the common batch, one customer per event, costs no query.
+        """
+        parent: dict[str, str] = {}
+
+        def root(key: str) -> str:
+            while (up := parent.get(key, key)) != key:
+                parent[key] = parent.get(up, up)  # path halving keeps big batches linear
+                key = parent[key]
+            return key
+
+        for rec in records:
+            keys = rec.identity_keys
+            for key in keys[1:]:
+                parent[root(key)] = root(keys[0])
+        customers: dict[str, set[str]] = {}
+        for key, customer in known.items():
+            if customer is not None:
+                customers.setdefault(root(key), set()).add(customer.id)
+        involved = sorted({c for group in customers.values() if len(group) > 1 for c in group})
+        if not involved:
+            return []
+        return [(r["id"], r["other"]) for r in self._run(tx, KEPT_APART, ids=involved)]
 
     def _upsert_cases_and_devices(
         self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], plan: Plan

@@ -7,6 +7,11 @@ Rules (pure; the graph adapter feeds in what the graph says and carries out the 
 - An event with only weak identifiers attaches to the oldest customer they point at (and links
   the others as candidates), or starts a new customer.
 - Identifiers nobody owns yet are attached to the event's customer.
+- Customers a reviewer decided are different people (RejectMergeCandidate, UnmergeCustomer:
+  `apart`, between live customers) are never merged or linked as candidates, whatever they
+  share: an event whose identifiers point at both joins the oldest customer it names, as
+  above, and the other keeps its identifiers. The decision holds for everything merged into
+  either side later.
 Events are resolved in batch order, each seeing the effect of the ones before it, so a batch
 gives the same graph as the same events written one by one.
 """
@@ -14,7 +19,7 @@ gives the same graph as the same events written one by one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -81,7 +86,9 @@ class Plan:
 
 
 class _Batch:
-    def __init__(self, known: dict[str, KnownCustomer | None], now: datetime) -> None:
+    def __init__(
+        self, known: dict[str, KnownCustomer | None], now: datetime, apart: Iterable[tuple[str, str]] = ()
+    ) -> None:
         self.owner: dict[str, str] = {k: c.id for k, c in known.items() if c is not None}
         self.created_at: dict[str, datetime] = {c.id: c.created_at for c in known.values() if c is not None}
         self.parent: dict[str, str] = {}
@@ -89,6 +96,7 @@ class _Batch:
         self.now = now
         self.keys_of: dict[str, list[str]] = {}
         self.events_of: dict[str, list[str]] = {}
+        self.apart = list(apart)
         self.plan = Plan()
 
     def find(self, customer_id: str) -> str:
@@ -100,6 +108,11 @@ class _Batch:
     def customer_of(self, key: str) -> str | None:
         owner = self.owner.get(key)
         return self.find(owner) if owner is not None else None
+
+    def kept_apart(self, a: str, b: str) -> bool:
+        """Whether a reviewer decided that a's and b's customers (as merged so far) are different people."""
+        fa, fb = self.find(a), self.find(b)
+        return fa != fb and any({self.find(x), self.find(y)} == {fa, fb} for x, y in self.apart)
 
     def order(self, customer_id: str) -> tuple[datetime, str]:
         return self.created_at[customer_id], customer_id
@@ -135,6 +148,8 @@ class _Batch:
         self.parent[absorbed] = survivor
 
     def candidate(self, a: str, b: str, key: str) -> None:
+        if self.kept_apart(a, b):
+            return
         pair = (a, b) if a < b else (b, a)
         keys = self.plan.candidates.setdefault(pair, [])
         if key not in keys:
@@ -149,9 +164,12 @@ class _Batch:
             target = self.create(record.event_id)
         elif strong:
             target = matched[0]
-            linking = [k for k in strong if self.customer_of(k) is not None]
+            joining = [c for c in matched if c == target or not self.kept_apart(c, target)]
+            linking = [k for k in strong if self.customer_of(k) in joining]
             for other in matched[1:]:
-                self.merge(other, target, record, linking)
+                # Checked again as the target grows: `other` may be apart from one merged just now.
+                if not self.kept_apart(other, target):
+                    self.merge(other, target, record, linking)
         else:
             target = matched[0]
         for key in strong + weak:
@@ -171,7 +189,7 @@ class _Batch:
         candidates: dict[tuple[str, str], list[str]] = {}
         for (a, b), keys in plan.candidates.items():
             fa, fb = self.find(a), self.find(b)
-            if fa != fb:
+            if fa != fb and not self.kept_apart(fa, fb):
                 pair = (fa, fb) if fa < fb else (fb, fa)
                 candidates.setdefault(pair, []).extend(k for k in keys if k not in candidates.get(pair, []))
         plan.candidates = candidates
@@ -184,9 +202,13 @@ def plan_batch(
     records: Sequence[InteractionRecord],
     known: dict[str, KnownCustomer | None],
     now: datetime,
+    apart: Iterable[tuple[str, str]] = (),
 ) -> Plan:
-    """Resolves `records` in order; `known` maps every identity key in them to its customer (or None)."""
-    batch = _Batch(known, now)
+    """Resolves `records` in order; `known` maps every identity key in them to its customer (or None).
+
+    `apart` lists pairs of the known (live) customers a reviewer decided are different people.
+    """
+    batch = _Batch(known, now, apart)
     for record in records:
         batch.resolve(record)
     return batch.finish()
