@@ -30,7 +30,7 @@ def start_profile_api(
         if driver is None:
             driver = owned = open_driver(settings.neo4j)
         reader = GraphProfileReader(driver, settings.neo4j.database)
-    servicer = ProfileServicer(reader, settings.neo4j.timeout)
+    servicer = ProfileServicer(reader, settings.neo4j.timeout, effort_window=settings.effort_window)
     try:
         running = start_server(
             settings.grpc,

@@ -6,18 +6,21 @@ everything here turns requests into lookups and rows into `rapport.v1.profile_pb
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from rapport.effort import DEFAULT_WINDOW, MAX_TOUCHPOINTS, Touchpoint, customer_effort, effort_message, facts_from_json
 from rapport.errors import InvalidArgument
 from rapport.identity import InvalidIdentifier, NormalisedIdentifier, Strength, kind_from_name, normalise
 from rapport.v1 import events_pb2, profile_pb2
 
+NANOS = 1_000_000_000
 CUSTOMER_ID = re.compile(r"^cus_[0-9a-f]{16}$")
 # Case statuses (as the graph stores them) that count as open.
 OPEN_CASE_STATUSES = ("open", "pending")
@@ -54,6 +57,10 @@ class ViewLimits:
     topics: int = DEFAULT_TOPICS
     merges: int = DEFAULT_MERGES
     sentiments: int = SENTIMENT_RECENT + SENTIMENT_EARLIER
+    # The effort window, in nanoseconds since the epoch: [effort_end - effort_window, effort_end].
+    effort_end: int = 0
+    effort_window: int = DEFAULT_WINDOW
+    touchpoints: int = MAX_TOUCHPOINTS
 
 
 # The rows the graph reader returns. Datetimes are timezone-aware; absent values are None.
@@ -117,6 +124,25 @@ class MergeRow(TypedDict):
     absorbed_event_count: int
 
 
+class TouchpointRow(TypedDict):
+    """One interaction of the effort window; `at` as epoch seconds and nanoseconds."""
+
+    at_s: int
+    at_n: int
+    channel: str | None
+    kind: str | None
+    direction: str | None
+    topic: str | None
+    intent: str | None
+    outcome: str | None
+    answer: str | None
+    article_id: str | None
+    flow_id: str | None
+    step: str | None
+    contact_id: str | None
+    facts: str | None
+
+
 class ViewRow(TypedDict):
     id: str
     merged_into: str | None
@@ -130,6 +156,8 @@ class ViewRow(TypedDict):
     # Sentiment scores of the latest scored interactions, newest first.
     sentiments: list[float]
     merges: list[MergeRow]
+    # The interactions of the effort window, newest first.
+    touchpoints: NotRequired[list[TouchpointRow]]
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -340,7 +368,31 @@ def _latest(values: Iterable[datetime | None]) -> datetime | None:
     return max(present) if present else None
 
 
-def customer_view(row: ViewRow) -> profile_pb2.CustomerView:
+def touchpoint(row: TouchpointRow) -> Touchpoint:
+    """A stored interaction as the effort formula reads it (the timeline converts the same way)."""
+    try:
+        facts = facts_from_json(json.loads(row["facts"])) if row["facts"] else ()
+    except ValueError:
+        facts = ()
+    return Touchpoint(
+        at=int(row["at_s"]) * NANOS + int(row["at_n"] or 0),
+        channel=row["channel"],
+        kind=row["kind"],
+        direction=row["direction"],
+        topic=row["topic"],
+        intent=row["intent"],
+        outcome=row["outcome"],
+        answer=row["answer"],
+        article_id=row["article_id"],
+        flow_id=row["flow_id"],
+        step=row["step"],
+        contact_id=row["contact_id"],
+        facts=facts,
+    )
+
+
+def customer_view(row: ViewRow, limits: ViewLimits | None = None) -> profile_pb2.CustomerView:
+    """The view; with `limits` its effort too, over `limits`' window and the row's touchpoints."""
     attributes = row["attributes"]
     view = profile_pb2.CustomerView(
         customer_id=row["id"],
@@ -365,6 +417,9 @@ def customer_view(row: ViewRow) -> profile_pb2.CustomerView:
     _set_time(view, "first_contact_at", _earliest(c["first_at"] for c in row["channels"]))
     _set_time(view, "last_contact_at", _latest(c["last_at"] for c in row["channels"]))
     _set_time(view, "created_at", attributes.get("created_at"))
+    if limits is not None:
+        touchpoints = [touchpoint(t) for t in row.get("touchpoints", [])]
+        view.effort.CopyFrom(effort_message(customer_effort(touchpoints, limits.effort_end, limits.effort_window)))
     return view
 
 

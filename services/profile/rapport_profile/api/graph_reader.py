@@ -23,7 +23,14 @@ from opentelemetry import trace
 
 from rapport.errors import NotFound, RapportError, Unavailable
 from rapport_profile.api.candidate_pages import CandidateQuery, CandidateRow
-from rapport_profile.api.customer_view import OPEN_CASE_STATUSES, CustomerLookup, IdentityRow, ViewLimits, ViewRow
+from rapport_profile.api.customer_view import (
+    NANOS,
+    OPEN_CASE_STATUSES,
+    CustomerLookup,
+    IdentityRow,
+    ViewLimits,
+    ViewRow,
+)
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rapport_profile.api")
@@ -133,9 +140,18 @@ CALL (c) {
   RETURN collect(m {.id, .at, .event_id, .survivor_id, .absorbed_id, .linking_keys, .absorbed_identity_keys,
                     absorbed_event_count: size(coalesce(m.absorbed_event_ids, []))}) AS merges
 }
+CALL (c) {
+  MATCH (c)-[:HAD]->(x:Interaction)
+  WHERE x.at >= datetime({epochSeconds: $effort_since_s, nanosecond: $effort_since_n})
+    AND x.at <= datetime({epochSeconds: $effort_until_s, nanosecond: $effort_until_n})
+  WITH x ORDER BY x.at DESC, x.event_id DESC
+  LIMIT $max_touchpoints
+  RETURN collect(x {.channel, .kind, .direction, .topic, .intent, .outcome, .answer, .article_id, .flow_id,
+                    .step, .contact_id, .facts, at_s: x.at.epochSeconds, at_n: x.at.nanosecond}) AS touchpoints
+}
 RETURN c.id AS id, c.merged_into AS merged_into,
        c {.language, .tier, .segment, .display_name, .created_at} AS attributes,
-       identities, devices, open_cases, channels, agents, topics, sentiments, merges
+       identities, devices, open_cases, channels, agents, topics, sentiments, merges, touchpoints
 """
 
 _SURVIVOR_OF = "MATCH (c:Customer {id: $id}) RETURN c.merged_into AS merged_into"
@@ -231,7 +247,10 @@ class GraphProfileReader:
             "max_topics": limits.topics,
             "max_sentiments": limits.sentiments,
             "max_merges": limits.merges,
+            "max_touchpoints": limits.touchpoints,
         }
+        params["effort_since_s"], params["effort_since_n"] = divmod(limits.effort_end - limits.effort_window, NANOS)
+        params["effort_until_s"], params["effort_until_n"] = divmod(limits.effort_end, NANOS)
 
         def work(tx: _Reads) -> FoundCustomer | None:
             if lookup.customer_id is not None:

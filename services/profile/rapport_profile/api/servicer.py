@@ -6,8 +6,13 @@ Errors are raised, not set on the context: rapport.errors.StatusInterceptor maps
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
 import grpc
 
+from rapport.effort import DEFAULT_WINDOW
 from rapport.errors import InvalidArgument, NotFound
 from rapport.v1 import profile_pb2, profile_pb2_grpc
 from rapport_profile.api import candidate_pages, customer_view
@@ -26,20 +31,30 @@ def read_budget(context: grpc.ServicerContext, ceiling: float) -> float:
 
 
 class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
-    def __init__(self, reader: ProfileReader, read_timeout: float) -> None:
+    def __init__(
+        self,
+        reader: ProfileReader,
+        read_timeout: float,
+        *,
+        effort_window: int = DEFAULT_WINDOW,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self._reader = reader
         # Reads of calls without a deadline get this long.
         self._read_timeout = read_timeout
+        self._effort_window = effort_window
+        self._clock = clock
 
     def GetCustomer(
         self, request: profile_pb2.GetCustomerRequest, context: grpc.ServicerContext
     ) -> profile_pb2.GetCustomerResponse:
         lookup, limits = customer_view.get_customer_request(request)
+        limits = replace(limits, effort_end=self._clock(), effort_window=self._effort_window)
         found = self._reader.customer_view(lookup, limits, read_budget(context, self._read_timeout))
         if found is None:
             raise NotFound(f"{lookup.describe()} not found")
         return profile_pb2.GetCustomerResponse(
-            customer=customer_view.customer_view(found.row), merged_customer_id=found.merged_customer_id or ""
+            customer=customer_view.customer_view(found.row, limits), merged_customer_id=found.merged_customer_id or ""
         )
 
     def ResolveIdentity(
