@@ -32,13 +32,26 @@ The graph model every service shares (written by the profile worker, read by tim
     Interaction is created, so replays never count twice).
 (:Merge {id, at, event_at, event_id, survivor_id, absorbed_id, linking_keys,
          absorbed_identity_keys, absorbed_event_ids, absorbed_device_ids, absorbed_case_ids,
-         absorbed_affinity, absorbed_attributes})
+         absorbed_affinity, absorbed_attributes, survivor_attributes, decision_id,
+         undone_at, undone_by})
     the evidence of a merge, for review and unmerge: one per absorbed customer, holding only
     what came from that customer itself (`absorbed_affinity` the SERVED_BY values it brought, a
-    JSON list; `absorbed_attributes` its traits, a JSON object). `at` is when it merged.
-    Survivor: the oldest customer by created_at, ties by id.
+    JSON list; `absorbed_attributes` its traits, a JSON object; `survivor_attributes` the
+    survivor's traits and traits_at just before, a JSON object). `at` is when it merged.
+    Survivor: the oldest customer by created_at, ties by id. A merge a reviewer approved has
+    `decision_id` and no event. UnmergeCustomer sets `undone_at` and `undone_by` (the decision
+    id); an undone merge is history only (GetCustomer no longer lists it). `survivor_id` is
+    rewritten to the restored customer when an unmerge takes a later-absorbed customer with it.
 (:Customer)-[:MAYBE_SAME {keys, at}]->(:Customer)   a weak-identifier merge candidate, one
     relationship per pair, from the lower id to the higher; removed when the two merge.
+(:Customer)-[:NOT_SAME {decision_id, at}]->(:Customer)   a reviewer decided these are different
+    people (RejectMergeCandidate, UnmergeCustomer), lower id to higher. It holds for everything
+    merged into either side later: the worker never merges the two groups nor links them as
+    candidates (see rapport_profile.domain.resolution).
+(:MergeDecision {id, kind, customer_ids, merge_id, decided_by, reason, at})
+    One per review decision: `id` "dec_" + 16 hex chars, `kind` "approved" | "rejected" |
+    "unmerged", `customer_ids` the pair (for an unmerge: survivor, then restored), `decided_by`
+    the caller's token subject or "anonymous".
 (:Agent {id, display_name, status, languages, teams, skill_names, skill_levels, channels,
          capacity_<channel>, active_<channel>, idle_since, status_changed_at, last_offer_at,
          created_at, updated_at, rev})-[:HAS_SKILL {level}]->(:Skill {name})
@@ -145,6 +158,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE CONSTRAINT retention_run_name IF NOT EXISTS FOR (n:RetentionRun) REQUIRE n.name IS UNIQUE",
             "CREATE INDEX contact_identity IF NOT EXISTS FOR (n:Contact) ON (n.identity_kind, n.identity_value)",
         ),
+    ),
+    Migration(
+        5,
+        "merge review decisions",
+        ("CREATE CONSTRAINT merge_decision_id IF NOT EXISTS FOR (n:MergeDecision) REQUIRE n.id IS UNIQUE",),
     ),
 )
 
