@@ -25,8 +25,17 @@ The graph model every service shares (written by the profile worker, read by tim
 (:Interaction)-[:HANDLED_BY]->(:Agent {id})
 (:Interaction)-[:ABOUT]->(:Topic {name})
 (:Interaction)-[:IN_CASE]->(:Case)
-(:Customer)-[:OWNS]->(:Device {id, model, firmware, updated_at})
-(:Customer)-[:HAS_CASE]->(:Case {id, status, title, owner_agent_id, proactive, opened_at, updated_at})
+(:Customer)-[:OWNS]->(:Device {id, model, firmware, updated_at, last_alert_at})
+(:Customer)-[:HAS_CASE]->(:Case {id, status, title, owner_agent_id, proactive, opened_at, updated_at,
+            device_id, fault_code, severity, readings, alerts, last_alert_at, attach_until,
+            notified_at, outreach_contact_id})
+    A proactive case (rapport_profile.domain.proactive) is opened by the profile worker from
+    device alerts: one open case per (device_id, fault_code), "pc_" + 20 hex chars unless the
+    alert named its own case. `severity` is the highest reported (never lowered), `readings`
+    the latest alert's (JSON), `alerts` how many; the customer's contacts without a case until
+    `attach_until` (last alert + the attach window) join it. `notified_at`: when the worker
+    stored its notification, an outbound NOTIFICATION Interaction with event_id
+    "<case id>.notification"; `outreach_contact_id`: the outreach Contact it created.
 (:Customer)-[:SERVED_BY {contacts, resolved, csat_sum, csat_count, last_at}]->(:Agent)
     the affinity aggregate, counted once per interaction that names an agent (when the
     Interaction is created, so replays never count twice).
@@ -71,7 +80,7 @@ The graph model every service shares (written by the profile worker, read by tim
            created_at, created_ms, updated_at, agent_id, offer_id, offer_attempt, offered_at,
            offer_expires_at, offer_mode, score, explanation, relaxation_step, last_offer_end,
            last_offer_note, accepted_at, ended_at, end_reason, outcome, csat, notes,
-           handle_seconds, end_sentiment, event_id, outbox_at, event_published_at})
+           handle_seconds, end_sentiment, event_id, outbox_at, event_published_at, origin})
     The router's contacts and durable queue. `state` is "waiting" | "offered" | "assigned" |
     "completed" | "cancelled". `customer_id` is null for a customer the graph did not know;
     `identity_*` is the identifier the ending event is keyed by. `agent_id` is the offered or
@@ -80,7 +89,10 @@ The graph model every service shares (written by the profile worker, read by tim
     policy the contact was created with (text form, see rapport_router.domain.relaxation);
     `created_ms` is epoch milliseconds (queue order: priority with ageing). `explanation` is
     the JSON explanation of the current offer. A Contact labelled `:Outbox` has an ending
-    event (`event_id`) not yet acknowledged by Kafka.
+    event (`event_id`) not yet acknowledged by Kafka. `origin` is set on contacts the profile
+    worker creates waiting in the queue: "proactive_outreach" (id "po_" + 20 hex, from a
+    proactive case) or "self_service_escalation" (id "esc_" + 20 hex, from a failed
+    self-service event); their `attributes` say why ("proactive.*", "escalation.*").
 (:Tombstone {hash, kind, receipt_id, at})
     What ForgetCustomer leaves of an erased customer, so replayed or late events cannot bring it
     back: `hash` is the hex HMAC-SHA256, keyed with the deployment's RAPPORT_ERASURE_SALT, of

@@ -109,7 +109,12 @@ def build_ingest_worker(
     app = build_app(settings)
     if graph is None:
         driver = driver or open_driver(settings.neo4j)
-        graph = GraphWriter(driver, settings.neo4j.database, transaction_timeout=settings.transaction_timeout)
+        graph = GraphWriter(
+            driver,
+            settings.neo4j.database,
+            transaction_timeout=settings.transaction_timeout,
+            proactive=settings.proactive,
+        )
     if outbox is None:
         outbox = KafkaOutbox(
             lambda: app.producer,

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rapport.settings import PROFILE_WORKER_WEB_PORT, KafkaSettings, Neo4jSettings
+from rapport_profile.proactive_config import ProactiveSettings, proactive_settings
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -55,6 +56,8 @@ class IngestSettings:
     web_port: int = PROFILE_WORKER_WEB_PORT
     transaction_timeout: float = 60.0
     session_timeout: float = 30.0
+    # Proactive device cases and escalations: see rapport_profile.proactive_config.
+    proactive: ProactiveSettings = field(default_factory=ProactiveSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -72,4 +75,5 @@ class IngestSettings:
             transaction_timeout=_number(env, "RAPPORT_PROFILE_TX_TIMEOUT", cls.transaction_timeout, minimum=1),
             # Kafka's broker refuses sessions shorter than group.min.session.timeout.ms (6 s).
             session_timeout=_number(env, "RAPPORT_PROFILE_SESSION_TIMEOUT", cls.session_timeout, minimum=6),
+            proactive=proactive_settings(env),
         )

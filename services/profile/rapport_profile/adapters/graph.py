@@ -27,7 +27,9 @@ import neo4j.exceptions
 from rapport.events import validate
 from rapport.identity import NormalisedIdentifier
 from rapport.v1 import events_pb2
+from rapport_profile.adapters.proactive import ProactiveWriter
 from rapport_profile.domain.interactions import InteractionRecord, interaction_record
+from rapport_profile.domain.proactive import ProactiveSettings
 from rapport_profile.domain.resolution import KnownCustomer, Plan, PlannedMerge, plan_batch
 
 log = logging.getLogger(__name__)
@@ -462,11 +464,13 @@ class GraphWriter:
         *,
         transaction_timeout: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        proactive: ProactiveSettings | None = None,
     ) -> None:
         self._driver = driver
         self._database = database
         self._timeout = transaction_timeout
         self._clock = clock
+        self._proactive = ProactiveWriter(proactive or ProactiveSettings())
 
     def write_batch(
         self, events: Sequence[tuple[events_pb2.InteractionEvent, list[NormalisedIdentifier]]]
@@ -524,6 +528,7 @@ class GraphWriter:
             m.absorbed_id: absorb(tx, m.absorbed_id, plan.final(m.absorbed_id), now) for m in plan.existing_absorbed
         }
         self._upsert_cases_and_devices(tx, records, plan)
+        links = self._proactive.link(tx, records, plan.owners)
 
         agents = sorted({r.agent_id for r in records if r.agent_id})
         if agents:
@@ -538,17 +543,21 @@ class GraphWriter:
             rows=[
                 {
                     "customer_id": plan.owners[rec.event_id],
-                    "props": {k: v for k, v in rec.properties.items() if k != "at"},
+                    "props": {
+                        **{k: v for k, v in rec.properties.items() if k != "at"},
+                        **links.case_property(rec.event_id),
+                    },
                     "at": rec.at,
                     "agent_id": rec.agent_id,
                     "topic": rec.topic,
-                    "case_id": rec.case.id if rec.case else None,
+                    "case_id": links.case_of.get(rec.event_id) or (rec.case.id if rec.case else None),
                 }
                 for rec in records
             ],
         )
         stored = records
         self._add_aggregates(tx, stored, plan)
+        notified = self._proactive.follow_up(tx, records, plan.owners, links, now)
         if plan.candidates:
             self._run(
                 tx,
@@ -569,6 +578,10 @@ class GraphWriter:
             )
         for survivor, absorbed in plan.absorbed_into.items():
             changes.setdefault(survivor, CustomerChange(survivor, [], absorbed))
+        for owner, event_id in notified:
+            changes.setdefault(owner, CustomerChange(owner, [], plan.absorbed_into.get(owner, []))).event_ids.append(
+                event_id
+            )
         return BatchResult(
             stored=[r.event_id for r in stored],
             duplicates=duplicates,
