@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rapport.effort import NANOS, Touchpoint
 from rapport_router.domain.model import (
     AgentRecord,
     AgentStatus,
@@ -27,8 +28,10 @@ from rapport_router.domain.scoring import (
     ScoringParams,
     Weights,
     affinity_value,
+    customer_effort_now,
     customer_pressure,
     decay,
+    effort_priority,
 )
 
 pytestmark = pytest.mark.unit
@@ -164,15 +167,49 @@ def test_affinity_rewards_good_history_and_penalises_bad():
     assert affinity_value(ServedBy("a", 0, 0, 0, 0, None), NOW, 30) == 0
 
 
-def test_pressure_counts_tier_effort_sentiment_and_priority():
+def test_pressure_counts_tier_sentiment_and_priority():
     calm = customer_pressure(contact(), CustomerContext("cus_1"), ScoringParams(), NOW)
     assert calm.value == 0 and calm.reasons == ()
-    recent = tuple(PastInteraction(f"e{i}", NOW - i * 3600, kind="call", outcome="unresolved") for i in range(4))
     upset = customer_pressure(
-        contact(priority=5, sentiment=-0.8), CustomerContext("cus_1", tier="Gold", recent=recent), ScoringParams(), NOW
+        contact(priority=10, sentiment=-0.9), CustomerContext("cus_1", tier="Gold"), ScoringParams(), NOW
     )
     assert upset.value == 1.0
     assert any("gold" in r.lower() for r in upset.reasons) and any("sentiment" in r for r in upset.reasons)
+
+
+def test_without_a_priority_the_customer_effort_sets_it_and_is_the_evidence():
+    hour = 3600 * NANOS
+    now_ns = int(NOW * NANOS)
+    touchpoints = (
+        Touchpoint(now_ns - 30 * hour, "web", "article_feedback", "inbound", answer="no"),
+        Touchpoint(now_ns - 29 * hour, "bot", "bot_exit", "inbound"),
+        Touchpoint(now_ns - 28 * hour, "chat", "message", "inbound", topic="billing", facts=("order=a-1",)),
+        Touchpoint(now_ns - 2 * hour, "voice", "call", "inbound", topic="billing", facts=("order=a-1",)),
+        # Older than the 7-day window: no effort.
+        Touchpoint(now_ns - 200 * hour, "voice", "call", "inbound", topic="billing"),
+    )
+    customer = CustomerContext("cus_1", touchpoints=touchpoints)
+    effort = customer_effort_now(customer, ScoringParams(), NOW)
+    assert effort is not None
+    # failed self-service 2 x 10, switches web -> bot -> chat -> voice 3 x 8, one repeat contact 12, one fact again 8
+    assert effort.score == 64
+    assert effort_priority(effort) == 6
+    assert customer_effort_now(CustomerContext.unknown(), ScoringParams(), NOW) is None
+    assert effort_priority(None) == 0
+
+    spec = contact(priority=6, effort=64, effort_reasons=effort.reasons)
+    pressure = customer_pressure(spec, customer, ScoringParams(), NOW)
+    assert pressure.value == pytest.approx(0.35 * 0.6)
+    assert pressure.reasons == ("priority 6 from customer effort 64/100",)
+    roster = Roster([agent("a")])
+    explanation = match(spec, roster, customer).explain(0, [0], [0.5])
+    (evidence,) = [e for e in explanation.evidence if e.kind is EvidenceKind.CUSTOMER_EFFORT]
+    assert (evidence.factor, evidence.effort_score, evidence.customer_id) == ("priority", 64, "cus_1")
+    assert "switched channel 3 times" in evidence.description and "set priority 6" in evidence.description
+    assert Explanation.from_json(explanation.to_json()).evidence == explanation.evidence
+    # A priority the caller gave is not the customer's effort: no such evidence.
+    plain = match(contact(priority=6), roster, customer).explain(0, [0], [0.5])
+    assert all(e.kind is not EvidenceKind.CUSTOMER_EFFORT for e in plain.evidence)
 
 
 def test_continuity_goes_to_the_open_case_owner_then_the_last_resolver():

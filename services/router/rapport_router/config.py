@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from rapport.effort import DAY, window_from_env
 from rapport.settings import ROUTER_PORT, GrpcSettings, KafkaSettings, Neo4jSettings
 from rapport_router.domain.relaxation import DEFAULT_POLICY, RelaxationPolicy
 from rapport_router.domain.scoring import ScoringParams, Weights
@@ -96,7 +97,8 @@ class RouterConfig:
                 ),
                 continuity_days=_float(env, "CONTINUITY_DAYS", ScoringParams.continuity_days, minimum=0.01),
                 idle_saturation=_float(env, "IDLE_SATURATION", ScoringParams.idle_saturation, minimum=1.0),
-                effort_days=_float(env, "EFFORT_DAYS", ScoringParams.effort_days, minimum=0.01),
+                # The shared effort window unless the router is given its own.
+                effort_days=_float(env, "EFFORT_DAYS", window_from_env(env) / DAY, minimum=0.01),
                 high_tiers=tuple(
                     t.strip().lower()
                     for t in env.get(PREFIX + "HIGH_TIERS", ",".join(ScoringParams.high_tiers)).split(",")

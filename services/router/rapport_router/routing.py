@@ -42,7 +42,7 @@ from rapport_router.domain.performance import PerformanceHolder
 from rapport_router.domain.queue import effective_priority, estimated_wait
 from rapport_router.domain.relaxation import RelaxationPolicy, Requirements
 from rapport_router.domain.roster import Roster, eligible, qualified
-from rapport_router.domain.scoring import Match
+from rapport_router.domain.scoring import Match, customer_effort_now, effort_priority
 from rapport_router.offers import OfferBroker
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,10 @@ class Router:
                 return self.view(existing)
         contact_id = req.contact_id or f"con_{uuid.uuid4().hex[:16]}"
         customer = self._customer(req, now)
+        priority, effort = req.priority, None
+        if priority == 0:
+            effort = customer_effort_now(customer, self.config.scoring, now)
+            priority = effort_priority(effort)
         identity = (
             IdentityRef(req.identifier.kind, req.identifier.value, req.identifier.verified)
             if req.identifier is not None
@@ -319,13 +323,15 @@ class Router:
             intent=req.intent,
             language=req.language or customer.language,
             required_skills=req.required_skills,
-            priority=req.priority,
+            priority=priority,
             team=req.team,
             preferred_agent_id=req.preferred_agent_id,
             preferred_wait=req.preferred_wait,
             sentiment=req.sentiment,
             case_id=req.case_id,
             relaxation=self.config.relaxation.text,
+            effort=effort.score if effort is not None else None,
+            effort_reasons=effort.reasons if effort is not None else (),
         )
         props = contact_props(spec, identity, dict(req.attributes), now)
         position = None

@@ -31,6 +31,7 @@ from neo4j.exceptions import (
     TransientError,
 )
 
+from rapport.effort import MAX_TOUCHPOINTS, Touchpoint, facts_from_json
 from rapport_router import deadline
 from rapport_router.domain.contact import OFFER_SEPARATOR, ContactRecord, OfferInfo
 from rapport_router.domain.model import (
@@ -185,6 +186,11 @@ RETURN c.id AS id, c.language AS language, c.tier AS tier, c.segment AS segment,
       MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $effort_since
       RETURN [i.event_id, i.at.epochMillis, i.kind, i.outcome, i.sentiment]
       ORDER BY i.at DESC LIMIT 20 } AS recent,
+  COLLECT {
+      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $effort_since
+      RETURN [i.at.epochSeconds, i.at.nanosecond, i.channel, i.kind, i.direction, i.topic, i.intent, i.outcome,
+              i.answer, i.article_id, i.flow_id, i.step, i.contact_id, i.facts]
+      ORDER BY i.at DESC, i.event_id DESC LIMIT $max_touchpoints } AS touchpoints,
   COLLECT {
       MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $history_since AND i.agent_id IS NOT NULL
       RETURN [i.event_id, i.at.epochMillis, i.agent_id, i.topic, i.outcome, i.csat, i.kind]
@@ -499,6 +505,30 @@ def _handled(raw: Sequence[Any]) -> PastInteraction:
     )
 
 
+def _touchpoint(raw: Sequence[Any]) -> Touchpoint:
+    """[at seconds, at nanos, channel, kind, direction, topic, intent, outcome, answer, article_id,
+    flow_id, step, contact_id, facts JSON]."""
+    try:
+        facts = facts_from_json(json.loads(raw[13])) if raw[13] else ()
+    except ValueError:
+        facts = ()
+    return Touchpoint(
+        at=int(raw[0]) * 1_000_000_000 + int(raw[1] or 0),
+        channel=raw[2],
+        kind=raw[3],
+        direction=raw[4],
+        topic=raw[5],
+        intent=raw[6],
+        outcome=raw[7],
+        answer=raw[8],
+        article_id=raw[9],
+        flow_id=raw[10],
+        step=raw[11],
+        contact_id=raw[12],
+        facts=facts,
+    )
+
+
 def customer_from_record(r: Mapping[str, Any]) -> CustomerContext:
     handled = tuple(_handled(x) for x in r["handled"])
     identity = r["identity"][0] if r["identity"] else None
@@ -521,6 +551,7 @@ def customer_from_record(r: Mapping[str, Any]) -> CustomerContext:
         },
         open_cases=tuple(OpenCase(k["id"], k["status"], k["owner"], k["title"]) for k in r["cases"]),
         recent=tuple(_recent(x) for x in r["recent"]),
+        touchpoints=tuple(_touchpoint(x) for x in r["touchpoints"]),
         resolved_by_agents=tuple(p for p in handled if p.outcome == "resolved"),
         handled=handled,
         identity=IdentityRef(identity["kind"], identity["value"], bool(identity["verified"])) if identity else None,
@@ -548,6 +579,8 @@ def contact_props(
         "case_id": spec.case_id,
         "declined_by": sorted(spec.declined_by),
         "relaxation": spec.relaxation,
+        "effort": spec.effort,
+        "effort_reasons": list(spec.effort_reasons),
         "created_ms": _ms(created_at),
         "identity_kind": identity.kind if identity else None,
         "identity_value": identity.value if identity else None,
@@ -590,6 +623,8 @@ def contact_from_props(p: Mapping[str, Any]) -> ContactRecord:
         case_id=p.get("case_id"),
         declined_by=frozenset(p.get("declined_by") or ()),
         relaxation=p.get("relaxation") or "",
+        effort=int(p["effort"]) if p.get("effort") is not None else None,
+        effort_reasons=tuple(p.get("effort_reasons") or ()),
     )
     offer = None
     if p.get("offer_id") and p.get("agent_id"):
@@ -750,10 +785,11 @@ class RouterGraph:
 
     # -- customers
 
-    def _windows(self, now: float, params: ScoringParams) -> dict[str, datetime]:
+    def _windows(self, now: float, params: ScoringParams) -> dict[str, datetime | int]:
         return {
             "effort_since": _now_dt(now - params.effort_days * DAY),
             "history_since": _now_dt(now - 3 * params.continuity_days * DAY),
+            "max_touchpoints": MAX_TOUCHPOINTS,
         }
 
     def customer_by_id(self, customer_id: str, now: float, params: ScoringParams) -> CustomerContext | None:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rapport.effort import Touchpoint
+
 CHANNELS = ("voice", "email", "chat", "sms", "social", "web", "app", "in_store", "bot", "device")
 MIN_SKILL_LEVEL = 1
 MAX_SKILL_LEVEL = 5
@@ -131,6 +133,8 @@ class CustomerContext:
     open_cases: tuple[OpenCase, ...] = ()
     # Newest first, within the effort window.
     recent: tuple[PastInteraction, ...] = ()
+    # The effort window's interactions as the shared effort formula reads them (rapport.effort).
+    touchpoints: tuple[Touchpoint, ...] = ()
     # Newest first: interactions with an agent that ended resolved, within the continuity window.
     resolved_by_agents: tuple[PastInteraction, ...] = ()
     # Newest first: this customer's interactions handled by an agent (evidence for affinity).
@@ -172,6 +176,10 @@ class ContactSpec:
     declined_by: frozenset[str] = frozenset()
     # The relaxation policy the contact was created with, in its text form.
     relaxation: str = ""
+    # Set when the caller gave no priority and the customer's effort score (0..100) gave it,
+    # with what raised the score.
+    effort: int | None = None
+    effort_reasons: tuple[str, ...] = ()
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.created_at)

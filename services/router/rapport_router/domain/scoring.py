@@ -11,8 +11,9 @@ score is the weighted sum divided by the sum of the weights in play, so a perfec
 - continuity: the owner of the customer's open case (1), or the agent who last resolved the
   customer's issue (0.8 on the same topic, 0.4 otherwise), decayed by age.
 - idle_time: fairness; free capacity on the channel and time since the agent was last busy.
-- priority: the customer's pressure (high tier, effort, negative sentiment, urgency) times the
-  agent's strength, so pressing contacts go to the strongest agents.
+- priority: the customer's pressure (high tier, negative sentiment, the contact's priority)
+  times the agent's strength, so pressing contacts go to the strongest agents. A contact routed
+  without a priority takes it from the customer's effort (rapport.effort): score / 10.
 - preferred_agent: 1 for the agent the caller prefers (only when one is named).
 
 Default weights: one skill level is worth 0.3 x 0.2 = 0.06. A single past contact that went
@@ -34,15 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from rapport.effort import NANOS, Effort, customer_effort
 from rapport_router.domain.model import MAX_PRIORITY, MAX_SKILL_LEVEL, ContactSpec, CustomerContext, ServedBy
 from rapport_router.domain.performance import Performance
 from rapport_router.domain.roster import FloatArray, Roster
 
 FACTORS = ("skill", "affinity", "similar_customers", "continuity", "idle_time", "priority", "preferred_agent")
 DAY = 86400.0
-# Contacts within the effort window that signal a customer struggling to get an answer.
-_EFFORT_KINDS = frozenset({"call", "message", "bot_exit", "contact_abandoned", "contact_completed", "article_feedback"})
-_UNRESOLVED = frozenset({"unresolved", "escalated", "transferred", "abandoned", "follow_up"})
 # Bounded evidence, so an offer stays small enough to show.
 MAX_PAST_INTERACTIONS = 3
 MAX_SAMPLES_PER_KEY = 2
@@ -93,6 +92,7 @@ class EvidenceKind(enum.StrEnum):
     SIMILAR_CUSTOMERS_RECORD = "similar_customers_record"
     OPEN_CASE = "open_case"
     LAST_RESOLVER = "last_resolver"
+    CUSTOMER_EFFORT = "customer_effort"
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,7 @@ class Evidence:
     csat: int | None = None
     contacts: int = 0
     resolved: int = 0
+    effort_score: int = 0
 
 
 @dataclass(frozen=True)
@@ -232,10 +233,6 @@ def customer_pressure(contact: ContactSpec, customer: CustomerContext, params: S
         reasons.append(f"{customer.tier} tier")
     since = now - params.effort_days * DAY
     recent = [i for i in customer.recent if i.at >= since]
-    effort = sum(1 for i in recent if i.kind in _EFFORT_KINDS or (i.outcome in _UNRESOLVED))
-    if effort:
-        value += 0.35 * min(1.0, effort / 4)
-        reasons.append(f"{effort} contacts in {params.effort_days:g} days")
     sentiment = contact.sentiment
     if sentiment is None:
         sentiment = next((i.sentiment for i in recent if i.sentiment is not None), None)
@@ -244,8 +241,22 @@ def customer_pressure(contact: ContactSpec, customer: CustomerContext, params: S
         reasons.append(f"sentiment {sentiment:+.1f}")
     if contact.priority > 0:
         value += 0.35 * contact.priority / MAX_PRIORITY
-        reasons.append(f"priority {contact.priority}")
+        source = f" from customer effort {contact.effort}/100" if contact.effort is not None else ""
+        reasons.append(f"priority {contact.priority}{source}")
     return Pressure(min(1.0, value), tuple(reasons))
+
+
+def customer_effort_now(customer: CustomerContext, params: ScoringParams, now: float) -> Effort | None:
+    """The customer's effort over the effort window ending now; None for a customer the graph
+    does not know."""
+    if customer.customer_id is None:
+        return None
+    return customer_effort(customer.touchpoints, int(now * NANOS), int(params.effort_days * DAY * NANOS))
+
+
+def effort_priority(effort: Effort | None) -> int:
+    """The priority a contact routed without one takes from the customer's effort: score / 10."""
+    return 0 if effort is None else min(MAX_PRIORITY, effort.score // 10)
 
 
 @dataclass(frozen=True)
@@ -473,6 +484,18 @@ class Match:
     def _evidence(self, i: int) -> list[Evidence]:
         agent_id = self.roster.ids[i]
         out: list[Evidence] = []
+        if self.contact.effort is not None:
+            why = "; ".join(self.contact.effort_reasons) or "nothing unusual"
+            out.append(
+                Evidence(
+                    EvidenceKind.CUSTOMER_EFFORT,
+                    "priority",
+                    f"no priority given: customer effort {self.contact.effort}/100 over {self.params.effort_days:g} "
+                    f"days ({why}) set priority {self.contact.priority}",
+                    customer_id=self.customer.customer_id,
+                    effort_score=self.contact.effort,
+                )
+            )
         link = self.continuity.get(agent_id)
         if link is not None:
             out.append(link.evidence)

@@ -65,6 +65,7 @@ _EVIDENCE_OUT = {
     "similar_customers_record": router_pb2.EVIDENCE_KIND_SIMILAR_CUSTOMERS_RECORD,
     "open_case": router_pb2.EVIDENCE_KIND_OPEN_CASE,
     "last_resolver": router_pb2.EVIDENCE_KIND_LAST_RESOLVER,
+    "customer_effort": router_pb2.EVIDENCE_KIND_CUSTOMER_EFFORT,
 }
 
 
@@ -361,6 +362,7 @@ def _evidence(e: Evidence) -> router_pb2.Evidence:
         topic=e.topic or "",
         contacts=e.contacts,
         resolved=e.resolved,
+        effort_score=e.effort_score,
     )
     if e.at is not None:
         msg.at.CopyFrom(timestamp(e.at))
