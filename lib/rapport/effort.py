@@ -263,8 +263,13 @@ def customer_effort(touchpoints: Iterable[Touchpoint], window_end: int, window: 
         Component(name, count, min(cap, points * count))
         for (name, points, cap), count in zip(COMPONENTS, counts, strict=True)
     )
-    score = min(100, sum(c.points for c in components))
+    score = score_of(counts)
     return Effort(score, level_of(score), components, tuple(reasons), start, window_end)
+
+
+def score_of(counts: Sequence[int]) -> int:
+    """The score for the five component counts, in COMPONENTS order."""
+    return min(100, sum(min(cap, points * n) for (_, points, cap), n in zip(COMPONENTS, counts, strict=True)))
 
 
 def _timestamp(nanos: int) -> Timestamp:

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf.descriptor import EnumDescriptor
 
 from rapport.identity import NormalisedIdentifier
+from rapport.journeys import digest
 from rapport.v1 import events_pb2
 
 MASK = "****"
@@ -150,6 +151,10 @@ def interaction_record(
         "attributes": json.dumps(dict(sorted(event.attributes.items()))) if event.attributes else None,
         "identity_keys": list(sightings),
     }
+    # The lean form journey analytics read (rapport.journeys.digest).
+    properties["digest"] = digest.encode(
+        properties, [(f.key, mask(f.value) if f.sensitive else f.value) for f in event.facts]
+    )
     case = (
         CaseUpdate(
             id=event.case.id,
