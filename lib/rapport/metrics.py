@@ -72,6 +72,18 @@ EVENTS_DEAD_LETTERED = MetricSpec(
     "Records sent to the dead-letter topic instead of the graph.",
     ("rapport.dlq.reason",),
 )
+EVENTS_ERASED = MetricSpec(
+    "rapport.events.erased",
+    Kind.COUNTER,
+    "{event}",
+    "Events the profile worker dropped because they belong to an erased customer (tombstoned).",
+)
+INTERACTIONS_PURGED = MetricSpec(
+    "rapport.retention.purged",
+    Kind.COUNTER,
+    "{interaction}",
+    "Interactions deleted by the retention purge for being older than the configured age.",
+)
 INGEST_BATCH_SIZE = MetricSpec(
     "rapport.ingest.batch.size",
     Kind.HISTOGRAM,
@@ -129,6 +141,8 @@ TIMELINE_DURATION = MetricSpec(
 ALL: tuple[MetricSpec, ...] = (
     EVENTS_INGESTED,
     EVENTS_DEAD_LETTERED,
+    EVENTS_ERASED,
+    INTERACTIONS_PURGED,
     INGEST_BATCH_SIZE,
     GRAPH_WRITE_DURATION,
     CONSUMER_LAG,
@@ -167,6 +181,14 @@ def events_ingested(meter_provider: MeterProvider | None = None) -> Counter:
 
 def events_dead_lettered(meter_provider: MeterProvider | None = None) -> Counter:
     return instrument(EVENTS_DEAD_LETTERED, meter_provider)  # type: ignore[no-any-return]
+
+
+def events_erased(meter_provider: MeterProvider | None = None) -> Counter:
+    return instrument(EVENTS_ERASED, meter_provider)  # type: ignore[no-any-return]
+
+
+def interactions_purged(meter_provider: MeterProvider | None = None) -> Counter:
+    return instrument(INTERACTIONS_PURGED, meter_provider)  # type: ignore[no-any-return]
 
 
 def ingest_batch_size(meter_provider: MeterProvider | None = None) -> Histogram:

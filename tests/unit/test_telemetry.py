@@ -53,6 +53,8 @@ def test_the_issue_s_metrics_are_all_declared():
     assert declared == {
         "rapport.events.ingested",
         "rapport.events.dead_lettered",
+        "rapport.events.erased",
+        "rapport.retention.purged",
         "rapport.ingest.batch.size",
         "rapport.graph.write.duration",
         "rapport.consumer.lag",
@@ -66,6 +68,8 @@ def test_the_issue_s_metrics_are_all_declared():
 def test_every_accessor_records_with_the_declared_unit_and_kind(provider, reader):
     metrics.events_ingested(provider).add(3, {"rapport.channel": "chat"})
     metrics.events_dead_lettered(provider).add(1, {"rapport.dlq.reason": "undecodable"})
+    metrics.events_erased(provider).add(2)
+    metrics.interactions_purged(provider).add(5)
     metrics.ingest_batch_size(provider).record(3)
     metrics.graph_write_duration(provider).record(0.012, {"db.operation.name": "merge_batch"})
     metrics.consumer_lag(provider).set(42, {"messaging.destination.partition.id": "0"})

@@ -16,6 +16,7 @@ from rapport.graph.driver import open_driver
 from rapport_profile.adapters.graph import GraphWriter
 from rapport_profile.adapters.kafka import KafkaOutbox
 from rapport_profile.config import IngestSettings
+from rapport_profile.domain.erasure import Tombstones
 from rapport_profile.domain.records import KafkaRecord
 from rapport_profile.ingest import Graph, IngestService, Outbox, PreparedBatch
 
@@ -114,6 +115,7 @@ def build_ingest_worker(
             settings.neo4j.database,
             transaction_timeout=settings.transaction_timeout,
             proactive=settings.proactive,
+            tombstones=Tombstones(settings.erasure_salt),
         )
     if outbox is None:
         outbox = KafkaOutbox(

@@ -14,6 +14,10 @@ RAPPORT_PROFILE_WORKER_PORT      health endpoint port (6066)
 RAPPORT_PROFILE_TX_TIMEOUT       seconds one graph transaction may run (60)
 RAPPORT_PROFILE_SESSION_TIMEOUT  seconds before Kafka gives a silent (killed) worker's partitions to
                                  another member of the group (30)
+RAPPORT_ERASURE_SALT             secret keying the tombstones of erased customers (HMAC-SHA256); the
+                                 worker and the ProfileService must share it. The default is for local
+                                 stacks only; set it once per deployment and never change it (tombstones
+                                 made with another salt stop matching).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rapport.settings import PROFILE_WORKER_WEB_PORT, KafkaSettings, Neo4jSettings
+from rapport_profile.domain.erasure import DEFAULT_ERASURE_SALT
 from rapport_profile.proactive_config import ProactiveSettings, proactive_settings
 
 
@@ -42,6 +47,11 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
+def erasure_salt(env: Mapping[str, str]) -> str:
+    """RAPPORT_ERASURE_SALT, shared by everything that writes or checks tombstones."""
+    return env.get("RAPPORT_ERASURE_SALT", "") or DEFAULT_ERASURE_SALT
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -58,6 +68,7 @@ class IngestSettings:
     session_timeout: float = 30.0
     # Proactive device cases and escalations: see rapport_profile.proactive_config.
     proactive: ProactiveSettings = field(default_factory=ProactiveSettings)
+    erasure_salt: str = field(default=DEFAULT_ERASURE_SALT, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -76,4 +87,5 @@ class IngestSettings:
             # Kafka's broker refuses sessions shorter than group.min.session.timeout.ms (6 s).
             session_timeout=_number(env, "RAPPORT_PROFILE_SESSION_TIMEOUT", cls.session_timeout, minimum=6),
             proactive=proactive_settings(env),
+            erasure_salt=erasure_salt(env),
         )

@@ -50,6 +50,8 @@ class BatchOutcome:
     duplicates: int = 0
     dead_lettered: int = 0
     updates: int = 0
+    # Events of erased customers, dropped on purpose (acknowledged, not dead-lettered).
+    erased: int = 0
 
 
 @dataclass
@@ -227,7 +229,10 @@ class IngestService:
             duplicates=sum(len(r.duplicates) for r in results),
             dead_lettered=len(rejected),
             updates=len(changes),
+            erased=sum(len(r.erased) for r in results),
         )
+        if outcome.erased:
+            metrics.events_erased().add(outcome.erased)
         stored_ids = {e for r in results for e in r.stored}
         by_channel: dict[str, int] = {}
         for _, rec in good:

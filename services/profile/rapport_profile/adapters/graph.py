@@ -28,6 +28,7 @@ from rapport.events import validate
 from rapport.identity import NormalisedIdentifier
 from rapport.v1 import events_pb2
 from rapport_profile.adapters.proactive import ProactiveWriter
+from rapport_profile.domain.erasure import Tombstones, screen
 from rapport_profile.domain.interactions import InteractionRecord, interaction_record
 from rapport_profile.domain.proactive import ProactiveSettings
 from rapport_profile.domain.resolution import KnownCustomer, Plan, PlannedMerge, plan_batch
@@ -98,6 +99,20 @@ RETURN k.key AS key, c.id AS customer_id,
        c.created_at.epochSeconds * 1000000 + c.created_at.microsecond AS created_us
 """
 )
+
+# Run after LOCK_IDENTITIES, so an erasure that committed while we waited for a lock is seen.
+ERASED = """
+UNWIND $hashes AS h
+MATCH (t:Tombstone {hash: h})
+RETURN collect(h) AS erased
+"""
+# Identities LOCK_IDENTITIES created again for erased customers' events: nobody owns them.
+DROP_UNOWNED_IDENTITIES = """
+UNWIND $keys AS key
+MATCH (i:Identity {key: key})
+WHERE NOT (i)-[:IDENTIFIES]->()
+DELETE i
+"""
 
 CREATE_CUSTOMERS = _cypher(
     """
@@ -374,6 +389,9 @@ class BatchResult:
     # Events already in the graph before this batch -> their customer, so a replay after a
     # crash can announce them again (CustomerUpdated is at-least-once too).
     replayed: dict[str, str] = field(default_factory=dict)
+    # Events of erased customers, dropped; and tombstoned identifiers cut from the events kept.
+    erased: list[str] = field(default_factory=list)
+    stripped_identifiers: int = 0
 
 
 def _dedupe(records: Iterable[InteractionRecord]) -> tuple[list[InteractionRecord], list[str]]:
@@ -465,12 +483,14 @@ class GraphWriter:
         transaction_timeout: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         proactive: ProactiveSettings | None = None,
+        tombstones: Tombstones | None = None,
     ) -> None:
         self._driver = driver
         self._database = database
         self._timeout = transaction_timeout
         self._clock = clock
         self._proactive = ProactiveWriter(proactive or ProactiveSettings())
+        self._tombstones = tombstones or Tombstones()
 
     def write_batch(
         self, events: Sequence[tuple[events_pb2.InteractionEvent, list[NormalisedIdentifier]]]
@@ -507,6 +527,9 @@ class GraphWriter:
             return BatchResult(duplicates=duplicates, replayed=replayed)
 
         known = self._lock_identities(tx, records)
+        records, known, erased, stripped = self._without_erased(tx, records, known)
+        if not records:
+            return BatchResult(duplicates=duplicates, replayed=replayed, erased=erased)
         plan = plan_batch(records, known, now, self._kept_apart(tx, records, known))
 
         absorbed_now = {m.absorbed_id: plan.final(m.absorbed_id) for m in plan.merges if m.absorbed_is_new}
@@ -591,6 +614,8 @@ class GraphWriter:
             changes=list(changes.values()),
             owners={r.event_id: plan.owners[r.event_id] for r in stored},
             replayed=replayed,
+            erased=erased,
+            stripped_identifiers=stripped,
         )
 
     def _lock_identities(
@@ -721,6 +746,27 @@ class GraphWriter:
         if customers:
             self._run(tx, UPDATE_CUSTOMERS, customers=[customers[k] for k in sorted(customers)])
 
+    def _without_erased(
+        self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], known: dict[str, KnownCustomer | None]
+    ) -> tuple[list[InteractionRecord], dict[str, KnownCustomer | None], list[str], int]:
+        """Screens the batch against erasure tombstones: one lookup for every event id and key."""
+        hashed = {self._tombstones.event(r.event_id): r.event_id for r in records}
+        keys = {self._tombstones.identity(k): k for k in known}
+        erased = set(self._run(tx, ERASED, hashes=[*hashed, *keys])[0]["erased"])
+        if not erased:
+            return records, known, [], 0
+        screened = screen(
+            records, {e for h, e in hashed.items() if h in erased}, {k for h, k in keys.items() if h in erased}
+        )
+        kept_keys = {k for r in screened.kept for k in r.identity_keys}
+        self._run(tx, DROP_UNOWNED_IDENTITIES, keys=sorted(set(known) - kept_keys))
+        log.info(
+            "events of erased customers dropped",
+            extra={"dropped": len(screened.dropped), "stripped_identifiers": screened.stripped_identifiers},
+        )
+        kept_known = {k: c for k, c in known.items() if k in kept_keys}
+        return screened.kept, kept_known, screened.dropped, screened.stripped_identifiers
+
 
 def seed_graph(
     driver: neo4j.Driver,
@@ -746,5 +792,7 @@ def seed_graph(
             changes=total.changes + result.changes,
             owners={**total.owners, **result.owners},
             replayed={**total.replayed, **result.replayed},
+            erased=total.erased + result.erased,
+            stripped_identifiers=total.stripped_identifiers + result.stripped_identifiers,
         )
     return total
