@@ -12,6 +12,8 @@ from rapport.errors import FailedPrecondition, NotFound
 from rapport.v1 import events_pb2 as ev
 from rapport_profile.adapters.graph import seed_graph
 from rapport_profile.adapters.merge_review import GraphMergeReview
+from rapport_profile.api.customer_view import CustomerLookup, ViewLimits
+from rapport_profile.api.graph_reader import GraphProfileReader
 from rapport_profile.synthetic import BASE_TIME, identifier, interaction
 
 pytestmark = pytest.mark.integration
@@ -246,3 +248,23 @@ def test_a_rejected_candidate_is_not_proposed_again_by_the_same_weak_identifiers
         review.approve(a, b, "supervisor", "changed my mind", timeout=10)
     with pytest.raises(NotFound):
         review.reject(a, "cus_" + "0" * 16, "supervisor", "unknown", timeout=10)
+
+
+def test_an_undone_merge_is_not_listed_when_the_restored_customer_is_merged_again(
+    graph: neo4j.Driver, review: GraphMergeReview, uid: str
+):
+    ka, kb, ke = f"crm:A-{uid}", f"crm:B-{uid}", f"crm:E-{uid}"
+    for n, key in enumerate((ke, ka, kb)):
+        seed_graph(graph, [interaction(f"{uid}-{n}", key, at=BASE_TIME + n * HOUR)])
+    e, b = owner(graph, ke), owner(graph, kb)
+    seed_graph(graph, [interaction(f"{uid}-ab", ka, kb, at=BASE_TIME + 4 * HOUR)])
+    undone = review.unmerge(merge_of(graph, b)["id"], "reviewer", "not the same", timeout=10)
+    seed_graph(graph, [interaction(f"{uid}-eb", ke, kb, at=BASE_TIME + 5 * HOUR)])  # E (oldest) absorbs B
+    assert owner(graph, kb) == e
+
+    found = GraphProfileReader(graph).customer_view(CustomerLookup(customer_id=b), ViewLimits(), timeout=10)
+
+    assert found is not None and found.row["id"] == e
+    listed = [(m["survivor_id"], m["absorbed_id"]) for m in found.row["merges"]]
+    assert listed == [(e, b)]
+    assert undone.decision.merge_id not in [m["id"] for m in found.row["merges"]]

@@ -134,7 +134,7 @@ CALL (c) {
 CALL (c) {
   WITH c WHERE c.merged_into IS NULL
   MATCH (absorbed:Customer {merged_into: c.id})
-  MATCH (m:Merge {absorbed_id: absorbed.id})
+  MATCH (m:Merge {absorbed_id: absorbed.id}) WHERE m.undone_at IS NULL
   WITH m ORDER BY m.at DESC, m.id
   LIMIT $max_merges
   RETURN collect(m {.id, .at, .event_id, .survivor_id, .absorbed_id, .linking_keys, .absorbed_identity_keys,
