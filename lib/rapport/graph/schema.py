@@ -80,7 +80,8 @@ The graph model every service shares (written by the profile worker, read by tim
            created_at, created_ms, updated_at, agent_id, offer_id, offer_attempt, offered_at,
            offer_expires_at, offer_mode, score, explanation, relaxation_step, last_offer_end,
            last_offer_note, accepted_at, ended_at, end_reason, outcome, csat, notes,
-           handle_seconds, end_sentiment, event_id, outbox_at, event_published_at, origin})
+           handle_seconds, end_sentiment, event_id, outbox_at, event_published_at, origin,
+           owns_case, superseded_by})
     The router's contacts and durable queue. `state` is "waiting" | "offered" | "assigned" |
     "completed" | "cancelled". `customer_id` is null for a customer the graph did not know;
     `identity_*` is the identifier the ending event is keyed by. `agent_id` is the offered or
@@ -92,7 +93,11 @@ The graph model every service shares (written by the profile worker, read by tim
     event (`event_id`) not yet acknowledged by Kafka. `origin` is set on contacts the profile
     worker creates waiting in the queue: "proactive_outreach" (id "po_" + 20 hex, from a
     proactive case) or "self_service_escalation" (id "esc_" + 20 hex, from a failed
-    self-service event); their `attributes` say why ("proactive.*", "escalation.*").
+    self-service event); their `attributes` say why ("proactive.*", "escalation.*"). When the
+    customer routes a contact of their own first, it takes over: the queued one ends
+    "cancelled" with end_reason "superseded" and `superseded_by`, without an ending event.
+    `owns_case`: the accepting agent took up the contact's unowned proactive case (became its
+    `owner_agent_id`).
 (:Tombstone {hash, kind, receipt_id, at})
     What ForgetCustomer leaves of an erased customer, so replayed or late events cannot bring it
     back: `hash` is the hex HMAC-SHA256, keyed with the deployment's RAPPORT_ERASURE_SALT, of
@@ -175,6 +180,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "merge review decisions",
         ("CREATE CONSTRAINT merge_decision_id IF NOT EXISTS FOR (n:MergeDecision) REQUIRE n.id IS UNIQUE",),
+    ),
+    Migration(
+        6,
+        "the agents' record with a contact's intent: its recent interactions",
+        ("CREATE INDEX interaction_intent IF NOT EXISTS FOR (n:Interaction) ON (n.intent, n.at)",),
     ),
 )
 
