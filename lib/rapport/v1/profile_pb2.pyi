@@ -234,7 +234,7 @@ class CustomerView(_message.Message):
     @_builtins.property
     def merges(self) -> _containers.RepeatedCompositeFieldContainer[Global___MergeRecord]:
         """Merges this customer survived (including earlier merges of customers it absorbed), newest
-        first: the evidence for review and unmerge.
+        first: the evidence for review and unmerge. Undone merges are not listed.
         """
 
     @_builtins.property
@@ -942,7 +942,9 @@ class UnmergeCustomerResponse(_message.Message):
     RESTORED_INTERACTION_COUNT_FIELD_NUMBER: _builtins.int
     SURVIVOR_INTERACTION_COUNT_FIELD_NUMBER: _builtins.int
     survivor_customer_id: _builtins.str
-    """The customer that survived the merge and the one restored from it."""
+    """The live customer that held the merged profile (the merge's survivor, or the customer
+    that absorbed the survivor since), and the one restored from it.
+    """
     restored_customer_id: _builtins.str
     restored_interaction_count: _builtins.int
     survivor_interaction_count: _builtins.int

@@ -113,7 +113,14 @@ class ProfileServiceServicer:
     def UnmergeCustomer(self, request, context):
         """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
         identities, interactions, devices, cases, affinity and attributes, and interactions that
-        arrived after the merge go to whichever customer their identifiers belong to.
+        arrived after the merge go to whichever customer their identifiers belong to: those that
+        carried only the restored customer's identifiers (or identifiers first given with them
+        after the merge) go back to it; those that carried the survivor's, including the linking
+        event and any later event carrying both, stay with the survivor. Customers the absorbed
+        one had absorbed before go back with it. The two are then kept apart: events carrying
+        identifiers of both join the older customer and never merge them again, nor propose them
+        as a candidate. An undone merge is no longer listed in `CustomerView.merges`.
+        FAILED_PRECONDITION when the merge was already undone, NOT_FOUND for an unknown merge id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,14 +128,17 @@ class ProfileServiceServicer:
 
     def ApproveMergeCandidate(self, request, context):
         """Merges a pair from the review list (ListMergeCandidates), recording a merge that
-        UnmergeCustomer can undo.
+        UnmergeCustomer can undo. The survivor is the older customer, as in automatic merges.
+        FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RejectMergeCandidate(self, request, context):
-        """Takes a pair off the review list for good: the same weak identifiers do not propose it again.
+        """Takes a pair off the review list for good: the same weak identifiers do not propose it
+        again, and events carrying identifiers of both never merge them.
+        FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -70,14 +70,25 @@ class ProfileServiceStub:
     UnmergeCustomer: _grpc.UnaryUnaryMultiCallable[_profile_pb2.UnmergeCustomerRequest, _profile_pb2.UnmergeCustomerResponse]
     """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
     identities, interactions, devices, cases, affinity and attributes, and interactions that
-    arrived after the merge go to whichever customer their identifiers belong to.
+    arrived after the merge go to whichever customer their identifiers belong to: those that
+    carried only the restored customer's identifiers (or identifiers first given with them
+    after the merge) go back to it; those that carried the survivor's, including the linking
+    event and any later event carrying both, stay with the survivor. Customers the absorbed
+    one had absorbed before go back with it. The two are then kept apart: events carrying
+    identifiers of both join the older customer and never merge them again, nor propose them
+    as a candidate. An undone merge is no longer listed in `CustomerView.merges`.
+    FAILED_PRECONDITION when the merge was already undone, NOT_FOUND for an unknown merge id.
     """
     ApproveMergeCandidate: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ApproveMergeCandidateRequest, _profile_pb2.ApproveMergeCandidateResponse]
     """Merges a pair from the review list (ListMergeCandidates), recording a merge that
-    UnmergeCustomer can undo.
+    UnmergeCustomer can undo. The survivor is the older customer, as in automatic merges.
+    FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
     """
     RejectMergeCandidate: _grpc.UnaryUnaryMultiCallable[_profile_pb2.RejectMergeCandidateRequest, _profile_pb2.RejectMergeCandidateResponse]
-    """Takes a pair off the review list for good: the same weak identifiers do not propose it again."""
+    """Takes a pair off the review list for good: the same weak identifiers do not propose it
+    again, and events carrying identifiers of both never merge them.
+    FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
+    """
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -104,14 +115,25 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     UnmergeCustomer: _aio.UnaryUnaryMultiCallable[_profile_pb2.UnmergeCustomerRequest, _profile_pb2.UnmergeCustomerResponse]  # type: ignore[assignment]
     """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
     identities, interactions, devices, cases, affinity and attributes, and interactions that
-    arrived after the merge go to whichever customer their identifiers belong to.
+    arrived after the merge go to whichever customer their identifiers belong to: those that
+    carried only the restored customer's identifiers (or identifiers first given with them
+    after the merge) go back to it; those that carried the survivor's, including the linking
+    event and any later event carrying both, stay with the survivor. Customers the absorbed
+    one had absorbed before go back with it. The two are then kept apart: events carrying
+    identifiers of both join the older customer and never merge them again, nor propose them
+    as a candidate. An undone merge is no longer listed in `CustomerView.merges`.
+    FAILED_PRECONDITION when the merge was already undone, NOT_FOUND for an unknown merge id.
     """
     ApproveMergeCandidate: _aio.UnaryUnaryMultiCallable[_profile_pb2.ApproveMergeCandidateRequest, _profile_pb2.ApproveMergeCandidateResponse]  # type: ignore[assignment]
     """Merges a pair from the review list (ListMergeCandidates), recording a merge that
-    UnmergeCustomer can undo.
+    UnmergeCustomer can undo. The survivor is the older customer, as in automatic merges.
+    FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
     """
     RejectMergeCandidate: _aio.UnaryUnaryMultiCallable[_profile_pb2.RejectMergeCandidateRequest, _profile_pb2.RejectMergeCandidateResponse]  # type: ignore[assignment]
-    """Takes a pair off the review list for good: the same weak identifiers do not propose it again."""
+    """Takes a pair off the review list for good: the same weak identifiers do not propose it
+    again, and events carrying identifiers of both never merge them.
+    FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
+    """
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads customer profiles, identities and merge candidates from the customer graph."""
@@ -165,7 +187,14 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_profile_pb2.UnmergeCustomerResponse, _abc.Awaitable[_profile_pb2.UnmergeCustomerResponse]]:
         """Undoes a recorded merge from its evidence: the absorbed customer is restored with its own
         identities, interactions, devices, cases, affinity and attributes, and interactions that
-        arrived after the merge go to whichever customer their identifiers belong to.
+        arrived after the merge go to whichever customer their identifiers belong to: those that
+        carried only the restored customer's identifiers (or identifiers first given with them
+        after the merge) go back to it; those that carried the survivor's, including the linking
+        event and any later event carrying both, stay with the survivor. Customers the absorbed
+        one had absorbed before go back with it. The two are then kept apart: events carrying
+        identifiers of both join the older customer and never merge them again, nor propose them
+        as a candidate. An undone merge is no longer listed in `CustomerView.merges`.
+        FAILED_PRECONDITION when the merge was already undone, NOT_FOUND for an unknown merge id.
         """
 
     @_abc_1.abstractmethod
@@ -175,7 +204,8 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.ApproveMergeCandidateResponse, _abc.Awaitable[_profile_pb2.ApproveMergeCandidateResponse]]:
         """Merges a pair from the review list (ListMergeCandidates), recording a merge that
-        UnmergeCustomer can undo.
+        UnmergeCustomer can undo. The survivor is the older customer, as in automatic merges.
+        FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
         """
 
     @_abc_1.abstractmethod
@@ -184,6 +214,9 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _profile_pb2.RejectMergeCandidateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.RejectMergeCandidateResponse, _abc.Awaitable[_profile_pb2.RejectMergeCandidateResponse]]:
-        """Takes a pair off the review list for good: the same weak identifiers do not propose it again."""
+        """Takes a pair off the review list for good: the same weak identifiers do not propose it
+        again, and events carrying identifiers of both never merge them.
+        FAILED_PRECONDITION when the two are not (or no longer) a candidate pair.
+        """
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
