@@ -178,6 +178,7 @@ class Dispatcher:
             return BatchResult(0, [])
         now = self.clock()
         customers = self.router.customers_of(waiting)
+        intent_records = self.router.intent_records([r.spec for r in waiting])
         rows: list[BatchRow] = []
         plans: list[tuple[ContactRecord, Match, Requirements]] = []
         for record in waiting:
@@ -195,6 +196,7 @@ class Dispatcher:
                 weights=self.config.weights,
                 params=self.config.scoring,
                 now=now,
+                intent_record=intent_records.get(spec.intent or ""),
             )
             scores = np.full(roster.size, -np.inf)
             idx = np.flatnonzero(mask)

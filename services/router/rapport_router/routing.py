@@ -27,6 +27,7 @@ from rapport_router.adapters.graph import GRAPH_ERRORS, ContactExists, RouterGra
 from rapport_router.config import RouterConfig
 from rapport_router.deadline import deadline_scope
 from rapport_router.domain.contact import ContactRecord, OfferInfo, contact_of_offer, offer_id
+from rapport_router.domain.handover import Handover, handover
 from rapport_router.domain.model import (
     AgentRecord,
     AgentStatus,
@@ -38,7 +39,7 @@ from rapport_router.domain.model import (
     SkillNeed,
 )
 from rapport_router.domain.outcomes import abandonment_event_id, completion_event_id
-from rapport_router.domain.performance import PerformanceHolder
+from rapport_router.domain.performance import Fresh, PerformanceHolder
 from rapport_router.domain.queue import effective_priority, estimated_wait
 from rapport_router.domain.relaxation import RelaxationPolicy, Requirements
 from rapport_router.domain.roster import Roster, eligible, qualified
@@ -296,6 +297,26 @@ class Router:
         customer = self.graph.customer_by_identity(req.identifier.key, now, params)
         return customer if customer is not None else CustomerContext.unknown(ident)
 
+    def _take_over(self, customer: CustomerContext, req: RouteRequest, contact_id: str, now: float) -> Handover:
+        """The customer reached out: contacts Rapport queued for them end, and this one inherits."""
+        taken = handover(
+            customer,
+            topic=req.topic,
+            intent=req.intent,
+            case_id=req.case_id,
+            attributes=dict(req.attributes),
+            now=now,
+        )
+        for raised in taken.superseded:
+            ended, agent = self.graph.supersede(raised.id, contact_id, now)
+            if agent is not None:
+                self.roster.note(agent)
+                if raised.offer_id:
+                    self.broker.withdrawn(agent.id, raised.offer_id, raised.id, "superseded")
+            if ended:
+                log.info("contact superseded", extra={"contact_id": raised.id, "by": contact_id})
+        return taken
+
     def route(self, req: RouteRequest) -> ContactView:
         started = time.perf_counter()
         now = self.clock()
@@ -305,6 +326,7 @@ class Router:
                 return self.view(existing)
         contact_id = req.contact_id or f"con_{uuid.uuid4().hex[:16]}"
         customer = self._customer(req, now)
+        taken_over = self._take_over(customer, req, contact_id, now)
         priority, effort = req.priority, None
         if priority == 0:
             effort = customer_effort_now(customer, self.config.scoring, now)
@@ -319,8 +341,8 @@ class Router:
             channel=req.channel,
             created_at=now,
             customer_id=customer.customer_id,
-            topic=req.topic,
-            intent=req.intent,
+            topic=taken_over.topic,
+            intent=taken_over.intent,
             language=req.language or customer.language,
             required_skills=req.required_skills,
             priority=priority,
@@ -328,12 +350,12 @@ class Router:
             preferred_agent_id=req.preferred_agent_id,
             preferred_wait=req.preferred_wait,
             sentiment=req.sentiment,
-            case_id=req.case_id,
+            case_id=taken_over.case_id,
             relaxation=self.config.relaxation.text,
             effort=effort.score if effort is not None else None,
             effort_reasons=effort.reasons if effort is not None else (),
         )
-        props = contact_props(spec, identity, dict(req.attributes), now)
+        props = contact_props(spec, identity, taken_over.attributes, now)
         position = None
         try:
             record = self._offer(spec, customer, new_props=props, mode=AssignmentMode.DIRECT)
@@ -341,7 +363,7 @@ class Router:
                 position = self.graph.enqueue(props)
                 self.on_queued()
                 record = ContactRecord(
-                    spec=spec, state=ContactState.WAITING, identity=identity, attributes=dict(req.attributes)
+                    spec=spec, state=ContactState.WAITING, identity=identity, attributes=taken_over.attributes
                 )
         except ContactExists:
             existing = self.graph.get_contact(contact_id)
@@ -395,6 +417,7 @@ class Router:
         it is still waiting; if it no longer is, the record returned says where it is.
         """
         policy = policy_of(spec.relaxation)
+        intent_record = self.intent_records([spec]).get(spec.intent or "")
         tried: set[str] = set()
         freshness_checked = False
         for _ in range(_MAX_RESERVATION_ROUNDS):
@@ -422,6 +445,7 @@ class Router:
                 weights=self.config.weights,
                 params=self.config.scoring,
                 now=now,
+                intent_record=intent_record,
             )
             ranked, scores = match.rank(idx)
             best = int(ranked[0])
@@ -650,6 +674,11 @@ class Router:
 
     def describe_relaxation(self, spec: ContactSpec, step: int) -> str:
         return policy_of(spec.relaxation).describe(step)
+
+    def intent_records(self, specs: Sequence[ContactSpec]) -> dict[str, Fresh]:
+        """The agents' records with these contacts' intents (no query when none has one)."""
+        intents = [s.intent for s in specs if s.intent]
+        return self.graph.intent_records(intents, self.clock(), self.config.scoring) if intents else {}
 
     def customers_of(self, records: Sequence[ContactRecord]) -> dict[str, CustomerContext]:
         ids = [r.spec.customer_id for r in records if r.spec.customer_id]

@@ -45,10 +45,11 @@ from rapport_router.domain.model import (
     IdentityRef,
     OpenCase,
     PastInteraction,
+    RaisedContact,
     ServedBy,
     SkillNeed,
 )
-from rapport_router.domain.performance import OutcomeTally, Performance, Sample
+from rapport_router.domain.performance import Fresh, OutcomeTally, Performance, Sample
 from rapport_router.domain.scoring import DAY, ScoringParams
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 # Retries of a statement that hit a deadlock or a dropped connection, within the deadline.
 _RETRY_BACKOFF = (0.01, 0.03, 0.1, 0.2, 0.4)
 _MAX_CONNECTION_RETRIES = 2
+# Interactions per intent read for a contact's intent record: the recent ones say who solves it now.
+INTENT_RECORD_LIMIT = 500
 
 
 # What a graph call can fail with when Neo4j is slow, restarting or unreachable.
@@ -181,7 +184,8 @@ RETURN c.id AS id, c.language AS language, c.tier AS tier, c.segment AS segment,
   [(c)-[s:SERVED_BY]->(ag:Agent) | {agent: ag.id, contacts: s.contacts, resolved: s.resolved,
       csat_sum: s.csat_sum, csat_count: s.csat_count, last_at: s.last_at.epochMillis}] AS served,
   [(c)-[:HAS_CASE]->(k:Case) WHERE k.status IN ['open', 'pending'] |
-      {id: k.id, status: k.status, owner: k.owner_agent_id, title: k.title}] AS cases,
+      {id: k.id, status: k.status, owner: k.owner_agent_id, title: k.title,
+       proactive: k.proactive, attach_until: k.attach_until.epochMillis}] AS cases,
   COLLECT {
       MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $effort_since
       RETURN [i.event_id, i.at.epochMillis, i.kind, i.outcome, i.sentiment]
@@ -200,7 +204,11 @@ RETURN c.id AS id, c.language AS language, c.tier AS tier, c.segment AS segment,
       RETURN k {.kind, .value, .verified}
       ORDER BY CASE k.kind WHEN 'crm' THEN 0 WHEN 'account' THEN 1 WHEN 'email' THEN 2 WHEN 'phone' THEN 3
                ELSE 9 END, k.verified DESC
-      LIMIT 1 } AS identity
+      LIMIT 1 } AS identity,
+  COLLECT {
+      MATCH (x:Contact) WHERE x.customer_id = c.id AND x.state IN ['waiting', 'offered'] AND x.origin IS NOT NULL
+      RETURN x {.id, .origin, .state, .case_id, .topic, .intent, .attributes, .offer_id, .agent_id, .created_ms}
+      ORDER BY x.created_ms LIMIT 5 } AS raised
 """
 
 CUSTOMER_BY_ID = (
@@ -314,6 +322,10 @@ WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND c.agent_id = $agent_i
         AND c.offer_expires_at >= $now AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET c.state = 'assigned', c.accepted_at = $now, c.updated_at = $now)
+WITH c, ok
+// The first agent to take up a proactive case owns it: continuity prefers them from then on.
+OPTIONAL MATCH (k:Case {{id: c.case_id}}) WHERE ok AND k.proactive AND k.owner_agent_id IS NULL
+FOREACH (_ IN CASE WHEN k IS NULL THEN [] ELSE [1] END | SET k.owner_agent_id = c.agent_id, c.owns_case = true)
 RETURN ok, {CONTACT} AS contact
 """
 
@@ -345,6 +357,22 @@ FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
         {_OFFER_FIELDS}
     SET c:Outbox)
 RETURN before, ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
+"""
+
+# A contact Rapport queued itself (`origin`), taken over by one the customer made: it ends
+# without an ending event (nobody abandoned anything) and frees the agent it was offered to.
+SUPERSEDE_CONTACT = f"""
+MATCH (c:Contact {{id: $contact_id}})
+SET c.updated_at = $now
+WITH c, c.state AS before, c.state IN ['waiting', 'offered'] AND c.origin IS NOT NULL AS ok
+OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok AND before = 'offered'
+FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
+FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
+    SET c.last_offer_end = CASE WHEN before = 'offered' THEN 'superseded' ELSE c.last_offer_end END,
+        c.state = 'cancelled', c.end_reason = 'superseded', c.superseded_by = $by,
+        c.ended_at = $now, c.updated_at = $now,
+        {_OFFER_FIELDS})
+RETURN ok, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
 EXPIRED_OFFERS = """
@@ -462,6 +490,25 @@ WITH DISTINCT i, c.id AS cid, d.model AS model
 RETURN i.agent_id AS agent, model AS value, {_TALLY}
 """
 
+# The agents' latest outcomes with these intents (the newest `$per_intent` interactions of each).
+INTENT_RECORDS = """
+UNWIND $intents AS intent
+CALL (intent) {
+    MATCH (i:Interaction {intent: intent})
+    WHERE i.at >= $since AND i.agent_id IS NOT NULL AND i.outcome IS NOT NULL
+    WITH i ORDER BY i.at DESC LIMIT $per_intent
+    MATCH (c:Customer)-[:HAD]->(i)
+    WITH i, c.id AS cid
+    RETURN i.agent_id AS agent, count(*) AS contacts,
+        sum(CASE WHEN i.outcome = 'resolved' THEN 1 ELSE 0 END) AS resolved,
+        sum(coalesce(i.csat, 0)) AS csat_sum,
+        count(i.csat) AS csat_count,
+        collect(CASE WHEN i.outcome = 'resolved'
+                     THEN [i.event_id, cid, i.at.epochMillis, i.outcome, i.csat] END)[..2] AS samples
+}
+RETURN intent AS value, agent, contacts, resolved, csat_sum, csat_count, samples
+"""
+
 HANDLE_TIMES = """
 MATCH (i:Interaction)
 WHERE i.at >= $since AND i.handle_seconds IS NOT NULL AND i.agent_id IS NOT NULL
@@ -529,6 +576,21 @@ def _touchpoint(raw: Sequence[Any]) -> Touchpoint:
     )
 
 
+def _raised(x: Mapping[str, Any]) -> RaisedContact:
+    return RaisedContact(
+        id=x["id"],
+        origin=x["origin"],
+        state=x["state"],
+        case_id=x.get("case_id"),
+        topic=x.get("topic"),
+        intent=x.get("intent"),
+        attributes=json.loads(x["attributes"]) if x.get("attributes") else {},
+        offer_id=x.get("offer_id"),
+        agent_id=x.get("agent_id"),
+        created_at=(x.get("created_ms") or 0) / 1000.0,
+    )
+
+
 def customer_from_record(r: Mapping[str, Any]) -> CustomerContext:
     handled = tuple(_handled(x) for x in r["handled"])
     identity = r["identity"][0] if r["identity"] else None
@@ -549,11 +611,15 @@ def customer_from_record(r: Mapping[str, Any]) -> CustomerContext:
             )
             for s in r["served"]
         },
-        open_cases=tuple(OpenCase(k["id"], k["status"], k["owner"], k["title"]) for k in r["cases"]),
+        open_cases=tuple(
+            OpenCase(k["id"], k["status"], k["owner"], k["title"], bool(k["proactive"]), _seconds(k["attach_until"]))
+            for k in r["cases"]
+        ),
         recent=tuple(_recent(x) for x in r["recent"]),
         touchpoints=tuple(_touchpoint(x) for x in r["touchpoints"]),
         resolved_by_agents=tuple(p for p in handled if p.outcome == "resolved"),
         handled=handled,
+        raised=tuple(_raised(x) for x in r["raised"]),
         identity=IdentityRef(identity["kind"], identity["value"], bool(identity["verified"])) if identity else None,
     )
 
@@ -662,6 +728,8 @@ def contact_from_props(p: Mapping[str, Any]) -> ContactRecord:
         last_offer_end=p.get("last_offer_end"),
         end_reason=p.get("end_reason"),
         attempts=int(p.get("offer_attempt") or 0),
+        origin=p.get("origin"),
+        owns_case=bool(p.get("owns_case")),
     )
 
 
@@ -956,6 +1024,30 @@ class RouterGraph:
             contact_from_props(r["contact"]),
             agent_from_props(r["agent"]) if r["agent"] else None,
         )
+
+    def intent_records(self, intents: Sequence[str], now: float, params: ScoringParams) -> dict[str, Fresh]:
+        """Per intent, each agent's outcomes with it: who resolved it before (see performance)."""
+        wanted = sorted({i for i in intents if i})
+        if not wanted:
+            return {}
+        records = self.read(
+            INTENT_RECORDS,
+            "agent outcomes by intent",
+            intents=wanted,
+            since=_now_dt(now - params.stats_lookback_days * DAY),
+            per_intent=INTENT_RECORD_LIMIT,
+        )
+        return {value: per_agent for value, per_agent in _tallies(records).items() if value is not None}
+
+    def supersede(self, contact_id: str, by: str, now: float) -> tuple[bool, AgentRecord | None]:
+        """Ends a waiting or offered contact Rapport queued itself; returns (ended, agent freed)."""
+        records = self.write(
+            SUPERSEDE_CONTACT, "supersede contact", contact_id=contact_id, by=by, now=_now_dt(now), rev=rev(now)
+        )
+        if not records:
+            return False, None
+        r = records[0]
+        return bool(r["ok"]), agent_from_props(r["agent"]) if r["agent"] else None
 
     def expired_offers(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
         records = self.read(EXPIRED_OFFERS, "find expired offers", now=_now_dt(now), limit=limit)

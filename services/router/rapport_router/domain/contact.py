@@ -63,6 +63,10 @@ class ContactRecord:
     end_reason: str | None = None
     # Offers made so far (the next one is attempt `attempts + 1`).
     attempts: int = 0
+    # Set on contacts Rapport queued itself: "proactive_outreach", "self_service_escalation".
+    origin: str | None = None
+    # The accepting agent became the owner of the contact's (proactive) case.
+    owns_case: bool = False
 
     @property
     def id(self) -> str:

@@ -109,6 +109,25 @@ class OpenCase:
     status: str | None
     owner_agent_id: str | None
     title: str | None = None
+    # Opened from a device alert; the customer's contacts join it until `attach_until`.
+    proactive: bool = False
+    attach_until: float | None = None
+
+
+@dataclass(frozen=True)
+class RaisedContact:
+    """A contact Rapport queued for the customer itself (outreach, escalation), not yet taken."""
+
+    id: str
+    origin: str
+    state: str
+    case_id: str | None = None
+    topic: str | None = None
+    intent: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    offer_id: str | None = None
+    agent_id: str | None = None
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,8 @@ class CustomerContext:
     # Newest first: this customer's interactions handled by an agent (evidence for affinity).
     handled: tuple[PastInteraction, ...] = ()
     identity: IdentityRef | None = None
+    # Waiting or offered contacts Rapport queued for the customer (see domain.handover).
+    raised: tuple[RaisedContact, ...] = ()
 
     @classmethod
     def unknown(cls, identity: IdentityRef | None = None) -> CustomerContext:

@@ -96,9 +96,14 @@ def ending_event(contact: ContactRecord) -> events_pb2.InteractionEvent | None:
         event.summary = contact.end_reason or ""
     if spec.case_id:
         event.case.id = spec.case_id
+        if contact.owns_case and contact.agent_id:
+            # The agent took up the proactive case when accepting: the event log says so too.
+            event.case.owner_agent_id = contact.agent_id
     attributes = dict(contact.attributes)
     if spec.customer_id:
         attributes["router.customer_id"] = spec.customer_id
+    if contact.origin:
+        attributes["router.origin"] = contact.origin
     if contact.offer is not None and completed:
         attributes["router.score"] = f"{contact.offer.score:.4f}"
         attributes["router.offer_attempt"] = str(contact.offer.attempt)

@@ -5,6 +5,10 @@ the customer owns. The graph adapter counts, per agent and per such value, the i
 agent handled and how they ended; this module turns the counts into a lift over the baseline
 (all agents on the same topic, segment or device model), shrunk towards the baseline when the
 counts are small so one lucky contact is no evidence.
+
+The same lift is taken over the agents' outcomes with the contact's intent, read fresh from the
+graph for each contact ("fresh" records, never cached): the agents who resolved a failed
+self-service intent before lead its escalation.
 """
 
 from __future__ import annotations
@@ -69,6 +73,15 @@ class OutcomeTally:
 
 
 Key = tuple[str, str]  # (dimension, value), e.g. ("topic", "billing")
+# Agents' tallies on one key read for one contact, e.g. on the contact's intent.
+Fresh = Mapping[str, OutcomeTally]
+
+
+def _total(per_agent: Fresh) -> OutcomeTally:
+    total = OutcomeTally()
+    for t in per_agent.values():
+        total = total + t
+    return total
 
 
 @dataclass(frozen=True)
@@ -118,48 +131,58 @@ class Performance:
         keys += [("device_model", m) for m in sorted(set(device_models)) if m]
         return [k for k in keys if k in self.tallies]
 
+    def _lift(
+        self, roster: Roster, per_agent: Mapping[str, OutcomeTally], baseline: OutcomeTally
+    ) -> tuple[FloatArray, FloatArray]:
+        lift = np.zeros(roster.size)
+        count = np.zeros(roster.size)
+        base = baseline.success(self.everyone)
+        for agent_id, tally in per_agent.items():
+            i = roster.index.get(agent_id)
+            if i is not None and tally.contacts > 0:
+                lift[i] = tally.success(baseline) - base
+                count[i] = tally.contacts
+        return lift, count
+
     def _vectors(self, roster: Roster, key: Key) -> tuple[FloatArray, FloatArray]:
         """(lift, contacts) per roster agent for one dimension value; cached per roster version."""
         cache_key = (roster.version, key)
         cached = self._cache.get(cache_key)
         if cached is not None:
             return cached
-        lift = np.zeros(roster.size)
-        count = np.zeros(roster.size)
-        baseline = self.baselines[key]
-        base = baseline.success(self.everyone)
-        for agent_id, tally in self.tallies[key].items():
-            i = roster.index.get(agent_id)
-            if i is not None and tally.contacts > 0:
-                lift[i] = tally.success(baseline) - base
-                count[i] = tally.contacts
+        lift, count = self._lift(roster, self.tallies[key], self.baselines[key])
         with self._lock:
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[cache_key] = (lift, count)
         return lift, count
 
-    def similar(self, roster: Roster, keys: Sequence[Key]) -> FloatArray:
-        """Per agent, in [-1, 1]: the contact-weighted lift over the baseline across `keys`."""
-        if not keys:
+    def similar(self, roster: Roster, keys: Sequence[Key], fresh: Mapping[Key, Fresh] | None = None) -> FloatArray:
+        """Per agent, in [-1, 1]: the contact-weighted lift over the baseline across `keys` and
+        the `fresh` records."""
+        if not keys and not fresh:
             return np.zeros(roster.size)
         num = np.zeros(roster.size)
         den = np.zeros(roster.size)
-        for key in keys:
-            lift, count = self._vectors(roster, key)
+        vectors = [self._vectors(roster, key) for key in keys]
+        vectors += [self._lift(roster, per_agent, _total(per_agent)) for per_agent in (fresh or {}).values()]
+        for lift, count in vectors:
             num += lift * count
             den += count
         with np.errstate(invalid="ignore", divide="ignore"):
             value = np.where(den > 0, num / np.maximum(den, 1e-9), 0.0)
         return np.clip(value * LIFT_SCALE, -1.0, 1.0)
 
-    def records(self, agent_id: str, keys: Sequence[Key]) -> list[SimilarRecord]:
+    def records(
+        self, agent_id: str, keys: Sequence[Key], fresh: Mapping[Key, Fresh] | None = None
+    ) -> list[SimilarRecord]:
         out = []
-        for key in keys:
-            tally = self.tallies.get(key, {}).get(agent_id)
-            if tally is None or tally.contacts == 0:
+        sources = [(key, self.tallies.get(key, {}), self.baselines.get(key)) for key in keys]
+        sources += [(key, per_agent, _total(per_agent)) for key, per_agent in (fresh or {}).items()]
+        for key, per_agent, baseline in sources:
+            tally = per_agent.get(agent_id)
+            if tally is None or tally.contacts == 0 or baseline is None:
                 continue
-            baseline = self.baselines[key]
             out.append(SimilarRecord(key, tally, baseline, tally.success(baseline) - baseline.success(self.everyone)))
         return out
 

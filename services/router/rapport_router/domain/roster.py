@@ -21,6 +21,8 @@ IntArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float64]
 
 _versions = itertools.count(1)
+# Separates alternative skills in one requirement: an agent with any of them qualifies.
+ANY_OF = "|"
 
 
 class Roster:
@@ -97,7 +99,16 @@ class Roster:
         return self.active.get(channel, self._zeros_int)
 
     def skill(self, name: str) -> IntArray:
-        return self.skills.get(name, self._zeros_int)
+        """Levels per agent; a name listing alternatives ("device:hb-5|fault:e42") is the best of them."""
+        found = self.skills.get(name)
+        if found is not None:
+            return found
+        if ANY_OF in name:
+            levels = [self.skills[s] for s in name.split(ANY_OF) if s in self.skills]
+            if levels:
+                best: IntArray = np.max(np.stack(levels), axis=0).astype(np.int32)
+                return best
+        return self._zeros_int
 
     def team(self, name: str) -> BoolArray:
         return self.teams.get(name, self._false)

@@ -6,8 +6,10 @@ score is the weighted sum divided by the sum of the weights in play, so a perfec
 - skill: the agent's level on the contact's topic and required skills, over 5.
 - affinity: this customer's past outcomes with the agent (SERVED_BY), better or worse than a
   coin toss, grown by the number of contacts and decayed by the age of the last one.
-- similar_customers: the agent's outcomes with customers sharing the topic, segment or
-  device model, as a lift over all agents (see `performance`).
+- similar_customers: the agent's outcomes with customers sharing the topic, intent, segment
+  or device model, as a lift over all agents (see `performance`); the intent's record is read
+  fresh for each contact, so the agents who resolved a failed self-service intent before lead
+  its escalation.
 - continuity: the owner of the customer's open case (1), or the agent who last resolved the
   customer's issue (0.8 on the same topic, 0.4 otherwise), decayed by age.
 - idle_time: fairness; free capacity on the channel and time since the agent was last busy.
@@ -37,7 +39,7 @@ import numpy as np
 
 from rapport.effort import NANOS, Effort, customer_effort
 from rapport_router.domain.model import MAX_PRIORITY, MAX_SKILL_LEVEL, ContactSpec, CustomerContext, ServedBy
-from rapport_router.domain.performance import Performance
+from rapport_router.domain.performance import Fresh, Performance
 from rapport_router.domain.roster import FloatArray, Roster
 
 FACTORS = ("skill", "affinity", "similar_customers", "continuity", "idle_time", "priority", "preferred_agent")
@@ -116,6 +118,7 @@ class Evidence:
     topic: str | None = None
     outcome: str | None = None
     csat: int | None = None
+    intent: str | None = None
     contacts: int = 0
     resolved: int = 0
     effort_score: int = 0
@@ -346,6 +349,7 @@ class Match:
         weights: Weights,
         params: ScoringParams,
         now: float,
+        intent_record: Fresh | None = None,
     ) -> None:
         self.contact = contact
         self.customer = customer
@@ -374,7 +378,9 @@ class Match:
             if i is not None:
                 self.affinity_all[i] = affinity_value(served, now, params.affinity_half_life_days)
         self.keys = performance.keys_for(contact.topic, customer.segment, customer.device_models)
-        self.similar_all = performance.similar(roster, self.keys)
+        # The agents' record with the contact's intent, read for this contact (see performance).
+        self.fresh = {("intent", contact.intent): intent_record} if contact.intent and intent_record else {}
+        self.similar_all = performance.similar(roster, self.keys, self.fresh)
         self.continuity = continuity_links(contact, customer, params, now)
         self.continuity_all = np.zeros(n)
         for agent_id, link in self.continuity.items():
@@ -449,7 +455,7 @@ class Match:
             last = f", last {_days(self.now - served.last_at)}" if served.last_at is not None else ""
             return f"resolved {served.resolved} of {served.contacts} past contacts{csat}{last}"
         if name == "similar_customers":
-            records = self.performance.records(agent_id, self.keys)
+            records = self.performance.records(agent_id, self.keys, self.fresh)
             if not records:
                 return "no outcomes with similar customers yet"
             return "; ".join(
@@ -526,7 +532,7 @@ class Match:
                         csat=past.csat,
                     )
                 )
-        for r in self.performance.records(agent_id, self.keys):
+        for r in self.performance.records(agent_id, self.keys, self.fresh):
             dim, value = r.key
             out.append(
                 Evidence(
@@ -535,6 +541,7 @@ class Match:
                     f"{agent_id} resolved {r.tally.resolved} of {r.tally.contacts} contacts of customers with "
                     f"{dim.replace('_', ' ')} {value}",
                     topic=value if dim == "topic" else None,
+                    intent=value if dim == "intent" else None,
                     contacts=r.tally.contacts,
                     resolved=r.tally.resolved,
                 )
@@ -549,6 +556,7 @@ class Match:
                         customer_id=sample.customer_id,
                         at=sample.at,
                         topic=value if dim == "topic" else None,
+                        intent=value if dim == "intent" else None,
                         outcome=sample.outcome,
                         csat=sample.csat,
                     )

@@ -351,6 +351,12 @@ def _factor(f: Factor) -> router_pb2.ScoreFactor:
     )
 
 
+_ORIGIN_OUT = {
+    "proactive_outreach": router_pb2.CONTACT_ORIGIN_PROACTIVE_OUTREACH,
+    "self_service_escalation": router_pb2.CONTACT_ORIGIN_SELF_SERVICE_ESCALATION,
+}
+
+
 def _evidence(e: Evidence) -> router_pb2.Evidence:
     msg = router_pb2.Evidence(
         kind=_EVIDENCE_OUT.get(e.kind.value, router_pb2.EVIDENCE_KIND_UNSPECIFIED),
@@ -360,6 +366,7 @@ def _evidence(e: Evidence) -> router_pb2.Evidence:
         case_id=e.case_id or "",
         customer_id=e.customer_id or "",
         topic=e.topic or "",
+        intent=e.intent or "",
         contacts=e.contacts,
         resolved=e.resolved,
         effort_score=e.effort_score,
@@ -439,6 +446,8 @@ def contact_out(view: ContactView, *, explained: bool = True) -> router_pb2.Cont
         agent_id=r.agent_id or "" if r.state is not ContactState.WAITING else "",
         declined_by=sorted(s.declined_by),
         case_id=s.case_id or "",
+        origin=_ORIGIN_OUT.get(r.origin or "", router_pb2.CONTACT_ORIGIN_ROUTED),
+        attributes=dict(r.attributes),
     )
     msg.created_at.CopyFrom(timestamp(s.created_at))
     end = r.ended_at if r.ended_at is not None else view.now

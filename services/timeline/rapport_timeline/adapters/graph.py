@@ -400,8 +400,10 @@ class Neo4jTimelineGraph:
                 COLLECT {{
                     MATCH (c)-[:HAS_CASE]->(k:Case)
                     RETURN k {{.id, .status, .title, .owner_agent_id, .proactive,
+                              .device_id, .fault_code, .severity, .alerts,
                               opened_s: k.opened_at.epochSeconds, opened_n: k.opened_at.nanosecond,
-                              updated_s: k.updated_at.epochSeconds, updated_n: k.updated_at.nanosecond}}
+                              updated_s: k.updated_at.epochSeconds, updated_n: k.updated_at.nanosecond,
+                              alert_s: k.last_alert_at.epochSeconds, alert_n: k.last_alert_at.nanosecond}}
                 }} AS cases,
                 COLLECT {{ MATCH (c)-[:OWNS]->(d:Device) RETURN d {{.id, .model, .firmware}} }} AS devices,
                 COLLECT {{
@@ -445,6 +447,11 @@ class Neo4jTimelineGraph:
                     proactive=bool(k.get("proactive")),
                     opened_at=_ns(k.get("opened_s"), k.get("opened_n")),
                     updated_at=_ns(k.get("updated_s"), k.get("updated_n")),
+                    device_id=k.get("device_id"),
+                    fault_code=k.get("fault_code"),
+                    severity=k.get("severity"),
+                    alerts=int(k.get("alerts") or 0),
+                    last_alert_at=_ns(k.get("alert_s"), k.get("alert_n")),
                 )
                 for k in record["cases"]
             )

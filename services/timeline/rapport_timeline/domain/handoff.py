@@ -31,6 +31,8 @@ MAX_RECENT_AGENTS = 5
 MAX_SENTIMENT_POINTS = 10
 MAX_BOT_INTENTS = 20
 MAX_RECENT_INTERACTIONS = 20
+MAX_PATH_STEPS = 30
+_PATH_KINDS = frozenset({"article_view", "article_feedback", "bot_turn", "bot_exit", "page_view"})
 TREND_THRESHOLD = 0.15
 
 MASK = "****"
@@ -167,6 +169,8 @@ class SelfServiceSummary:
     bot_intents: list[BotIntent] = field(default_factory=list)
     last_bot_intent: str | None = None
     exit: SelfServiceExit | None = None
+    # The customer's way through self-service, oldest first (the latest MAX_PATH_STEPS).
+    path: list[Interaction] = field(default_factory=list)
 
     @property
     def failed_articles(self) -> list[ArticleAttempt]:
@@ -195,7 +199,10 @@ def self_service(journey_items: Sequence[Interaction]) -> SelfServiceSummary:
                 summary.last_bot_intent = item.intent
         if summary.exit is None and (item.kind == "bot_exit" or item.exit_reason):
             summary.exit = SelfServiceExit(item.channel, item.flow_id, item.step, item.exit_reason, item.at)
+        if (item.kind in _PATH_KINDS or item.exit_reason) and len(summary.path) < MAX_PATH_STEPS:
+            summary.path.append(item)
     summary.articles = sorted(articles.values(), key=lambda a: -a.at)
+    summary.path.reverse()
     return summary
 
 
@@ -350,7 +357,9 @@ def probable_reason(
     service: SelfServiceSummary,
     open_cases: Sequence[Case],
     devices: Sequence[DeviceStatus],
+    alert: Case | None = None,
 ) -> str:
+    """`alert`: an open proactive case with a recent alert; the line then leads with it."""
     topics = Counter(i.topic for i in journey_items if i.topic)
     subject: str | None = None
     if topics:
@@ -369,22 +378,45 @@ def probable_reason(
             f"left the bot at {service.exit.step or service.exit.flow_id or 'the start'}"
             + (f" ({service.exit.exit_reason})" if service.exit.exit_reason else "")
         )
-    alerting = [d for d in devices if d.last_severity in ("critical", "warning")]
+    alerting = [
+        d
+        for d in devices
+        if d.last_severity in ("critical", "warning") and (alert is None or d.device.id != alert.device_id)
+    ]
     if alerting:
         d = alerting[0]
         fault = d.last_fault_code or "a fault"
         evidence.append(f"{d.device.model or d.device.id} reported {fault} ({d.last_severity})")
         subject = subject or f"their {d.device.model or 'device'}"
-    if open_cases:
-        case = open_cases[0]
+    other_cases = [c for c in open_cases if alert is None or c.id != alert.id]
+    if other_cases:
+        case = other_cases[0]
         evidence.append(f'case {case.id} "{case.title or case.id}" is {case.status or "open"}')
         subject = subject or (case.title or f"case {case.id}")
+    if alert is not None:
+        model = next((d.device.model for d in devices if d.device.id == alert.device_id and d.device.model), None)
+        device = model or alert.device_id or "device"
+        owner = f", owned by {alert.owner_agent_id}" if alert.owner_agent_id else ""
+        evidence.insert(
+            0, f"{device} reported {alert.fault_code} ({alert.severity or 'alert'}), proactive case {alert.id}{owner}"
+        )
+        subject = f"the {alert.fault_code} fault on their {device}"
     if subject is None:
         if journey_items and journey_items[0].summary:
             return f"Last seen: {journey_items[0].summary}"
         return "No recent activity to go on."
     line = f"Probably about {subject}"
     return line + (": " + "; ".join(evidence[:4]) + "." if evidence else ".")
+
+
+def leading_alert(open_cases: Sequence[Case], now: int) -> Case | None:
+    """The open proactive case whose device alerted most recently, within DEVICE_ALERT_WINDOW."""
+    alerting = [
+        c
+        for c in open_cases
+        if c.proactive and c.fault_code and c.last_alert_at is not None and now - c.last_alert_at <= DEVICE_ALERT_WINDOW
+    ]
+    return max(alerting, key=lambda c: (c.last_alert_at or 0, c.id)) if alerting else None
 
 
 # --- all together --------------------------------------------------------------------------
@@ -416,6 +448,9 @@ def handoff_context(snapshot: CustomerSnapshot, now: int, effort_window: int = D
         key=lambda c: (-(c.updated_at or c.opened_at or 0), c.id),
     )
     devices = device_statuses(snapshot.devices, recent)
+    alert = leading_alert(open_cases, now)
+    if alert is not None:  # the alert leads: its case comes first
+        open_cases.sort(key=lambda c: c.id != alert.id)
     mood = sentiment(recent)
     return HandoffContext(
         snapshot=snapshot,
@@ -427,7 +462,7 @@ def handoff_context(snapshot: CustomerSnapshot, now: int, effort_window: int = D
         recent_agents=recent_agents(snapshot),
         sentiment=mood,
         effort=effort(recent, now, effort_window),
-        probable_reason=probable_reason(journey_items, service, open_cases, devices),
+        probable_reason=probable_reason(journey_items, service, open_cases, devices, alert),
         journey_started_at=started,
         recent=recent[:MAX_RECENT_INTERACTIONS],
     )

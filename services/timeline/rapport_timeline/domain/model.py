@@ -102,6 +102,12 @@ class Case:
     proactive: bool = False
     opened_at: int | None = None
     updated_at: int | None = None
+    # A proactive case's device and fault, highest severity, alert count and last alert time.
+    device_id: str | None = None
+    fault_code: str | None = None
+    severity: str | None = None
+    alerts: int = 0
+    last_alert_at: int | None = None
 
     @property
     def is_open(self) -> bool:

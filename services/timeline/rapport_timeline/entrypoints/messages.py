@@ -329,6 +329,22 @@ def handoff(ctx: h.HandoffContext) -> timeline_pb2.GetHandoffContextResponse:
             ],
             last_bot_intent=ss.last_bot_intent or "",
             exit=exit_msg,
+            path=[
+                timeline_pb2.SelfServiceStep(
+                    kind=enum_number(events_pb2.InteractionKind, p.kind),
+                    channel=enum_number(events_pb2.Channel, p.channel),
+                    at=timestamp(p.at),
+                    article_id=p.article_id or "",
+                    article_title=p.article_title or "",
+                    answer=enum_number(events_pb2.ArticleAnswer, p.answer),
+                    intent=p.intent or "",
+                    flow_id=p.flow_id or "",
+                    step=p.step or "",
+                    exit_reason=p.exit_reason or "",
+                    event_id=p.event_id,
+                )
+                for p in ss.path
+            ],
         ),
         open_cases=[
             timeline_pb2.OpenCase(
@@ -339,6 +355,11 @@ def handoff(ctx: h.HandoffContext) -> timeline_pb2.GetHandoffContextResponse:
                 proactive=k.proactive,
                 opened_at=_ts_or_none(k.opened_at),
                 updated_at=_ts_or_none(k.updated_at),
+                device_id=k.device_id or "",
+                fault_code=k.fault_code or "",
+                severity=enum_number(events_pb2.AlertSeverity, k.severity),
+                alerts=k.alerts,
+                last_alert_at=_ts_or_none(k.last_alert_at),
             )
             for k in ctx.open_cases
         ],
