@@ -55,5 +55,7 @@ def build(
         cached = settings.cache_interactions > 0
         graph = CachingTimelineGraph(neo4j_graph, settings.cache_interactions) if cached else neo4j_graph
         closers.append(driver.close)
+    if isinstance(graph, CachingTimelineGraph):
+        hub.on_update(graph.notice)
     timeline = Timeline(graph, hub, live_wait=settings.live_wait, effort_window=settings.effort_window)
     return TimelineApp(timeline, TimelineServicer(timeline), closers)

@@ -225,6 +225,8 @@ class Timeline:
         follow: Callable[[str], None],
         deadline: Deadline,
     ) -> Iterator[WatchItem]:
+        if update.erased and update.customer_id == position.customer_id:
+            raise NotFound(f"customer {update.customer_id} was erased")
         if position.customer_id in update.merged_customer_ids:
             follow(update.customer_id)
             position.follow(update.customer_id)

@@ -6,6 +6,10 @@ holds exactly that many interactions it is the customer's timeline as the graph 
 the page is served without asking Neo4j to expand and sort thousands of interactions. When the
 count grew, only the interactions stored since the newest cached one (less the writers' clock
 skew) are fetched; anything else (a merge, an erasure) rebuilds the index from the graph.
+
+Removals are announced on the customer-updates topic (`erased`, `history_removed`): the index
+is dropped at once, and a load that was reading the graph meanwhile is served but not kept.
+A cached index holding more than the graph counts is stale too, and is rebuilt.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Sequence
 
 from rapport_timeline.adapters.graph import Neo4jTimelineGraph
 from rapport_timeline.domain.index import TimelineIndex
-from rapport_timeline.domain.model import CustomerKey, CustomerSnapshot, Interaction, Resolved
+from rapport_timeline.domain.model import CustomerKey, CustomerSnapshot, CustomerUpdate, Interaction, Resolved
 from rapport_timeline.domain.paging import PageQuery
 from rapport_timeline.domain.watch import SKEW
 
@@ -39,6 +43,8 @@ class CachingTimelineGraph:
         self._held = 0
         self._loading: dict[str, threading.Lock] = {}
         self.loads = 0  # full builds, for tests and logs
+        # Bumped by every removal notice; a load that saw it change does not keep its index.
+        self._removals = 0
 
     # -- the cache --------------------------------------------------------------------------
 
@@ -49,8 +55,21 @@ class CachingTimelineGraph:
                 self._indexes.move_to_end(customer_id)
             return index
 
-    def _store(self, index: TimelineIndex) -> None:
+    def forget(self, customer_id: str) -> None:
+        """Drops the customer's index: it was erased, or interactions were removed from it."""
         with self._lock:
+            self._removals += 1
+            old = self._indexes.pop(customer_id, None)
+            self._held -= len(old) if old is not None else 0
+
+    def notice(self, update: CustomerUpdate) -> None:
+        if update.erased or update.history_removed:
+            self.forget(update.customer_id)
+
+    def _store(self, index: TimelineIndex, removals: int | None = None) -> None:
+        with self._lock:
+            if removals is not None and removals != self._removals:
+                return  # read from a graph something was removed from meanwhile
             old = self._indexes.pop(index.customer_id, None)
             self._held -= len(old) if old is not None else 0
             self._indexes[index.customer_id] = index
@@ -71,19 +90,21 @@ class CachingTimelineGraph:
         with self._lock:
             loading = self._loading.setdefault(customer.customer_id, threading.Lock())
         with loading:  # one load per customer at a time; the others wait for it
+            with self._lock:
+                removals = self._removals
             index = self._cached(customer.customer_id)
-            if index is not None and len(index) >= count:
+            if index is not None and len(index) == count:
                 return index
             if index is not None and len(index) < count:
                 recent = self.inner.stored_since(customer.customer_id, index.newest_stored - SKEW, None, count, timeout)
                 grown = index.extended(recent)
                 if len(grown) >= count:
-                    self._store(grown)
+                    self._store(grown, removals)
                     return grown
             everything = self.inner.all_interactions(customer.customer_id, timeout)
             rebuilt = TimelineIndex.build(customer.customer_id, everything)
             self.loads += 1
-            self._store(rebuilt)
+            self._store(rebuilt, removals)
             return rebuilt
 
     # -- TimelineGraph ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -76,6 +77,11 @@ class WatchHub:
         self.max_watchers = max_watchers
         self.ready = threading.Event()
         self.closed = False
+        # Called with every update, watched or not (the page cache forgets erased customers).
+        self._listeners: list[Callable[[CustomerUpdate], None]] = []
+
+    def on_update(self, listener: Callable[[CustomerUpdate], None]) -> None:
+        self._listeners.append(listener)
 
     def subscribe(self, customer_id: str) -> Subscription | None:
         """A new subscription, or None when `max_watchers` are already watching."""
@@ -112,6 +118,8 @@ class WatchHub:
 
     def publish(self, update: CustomerUpdate) -> int:
         """Delivers to every watcher of the customers the update names; returns how many."""
+        for listener in self._listeners:
+            listener(update)
         with self._lock:
             targets = set().union(*(self._by_customer.get(cid, set()) for cid in update.customers))
         for sub in targets:
@@ -139,6 +147,8 @@ def decode_update(payload: bytes) -> CustomerUpdate:
         event_ids=tuple(message.event_ids),
         merged_customer_ids=tuple(message.merged_customer_ids),
         committed_at=committed,
+        erased=message.erased,
+        history_removed=message.history_removed,
     )
 
 

@@ -153,6 +153,9 @@ class CustomerUpdate:
     event_ids: tuple[str, ...] = ()
     merged_customer_ids: tuple[str, ...] = ()
     committed_at: int | None = None
+    # The customer was erased, or lost interactions (retention, unmerge): cached history is stale.
+    erased: bool = False
+    history_removed: bool = False
 
     @property
     def customers(self) -> tuple[str, ...]:
