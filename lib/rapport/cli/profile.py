@@ -1,7 +1,18 @@
-"""`rapport customer <id-or-identifier>`: the 360° view from the ProfileService, for people and scripts."""
+"""The ProfileService from a shell, for people and scripts.
+
+    rapport customer <id-or-identifier>                   the 360° view
+    rapport forget <id-or-identifier> --reason "..."      erase a customer; prints the receipt
+    rapport retention purge --older-than DAYS [--dry-run]  purge old interactions now
+
+`forget` calls ForgetCustomer (an admin token: RAPPORT_AUTH_TOKEN / _FILE). `retention purge`
+runs the ProfileService's purge itself against the graph (RAPPORT_NEO4J_*) and announces the
+customers it touched on the customer-updates topic (RAPPORT_KAFKA_*), as the scheduled purge
+does. Exit codes: 0 ok, 1 failure, 2 bad input or not found.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from typing import Annotated
 
@@ -9,16 +20,28 @@ import grpc
 import typer
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.timestamp_pb2 import Timestamp
+from rich.console import Console
+from rich.table import Table
 
 from rapport.channels import open_channel
 from rapport.identity import InvalidIdentifier, kind_from_name
-from rapport.settings import PROFILE_PORT, GrpcSettings
+from rapport.settings import PROFILE_PORT, GrpcSettings, KafkaSettings, Neo4jSettings
 from rapport.v1 import events_pb2, profile_pb2, profile_pb2_grpc
 
 _LOOKUP_HELP = (
     "A customer id (cus_...) or an identifier as kind:value: email:ana@example.com, phone:+447700900123, "
     "crm:C-1001, account:A-9, device:D-1, social:x/ana, cookie:abc. A bare email address or phone number works too."
 )
+
+
+ADDRESS = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RAPPORT_PROFILE_ADDR",
+        help="host:port of the ProfileService [default: RAPPORT_PROFILE_HOST:RAPPORT_PROFILE_PORT]",
+        show_default=False,
+    ),
+]
 
 
 def lookup_request(text: str) -> profile_pb2.GetCustomerRequest:
@@ -141,5 +164,111 @@ def customer(
         typer.echo(render(response))
 
 
+def forget_request(text: str, reason: str) -> profile_pb2.ForgetCustomerRequest:
+    """What the user typed as a ForgetCustomerRequest (the same lookups as `rapport customer`)."""
+    lookup = lookup_request(text)
+    if lookup.HasField("identifier"):
+        return profile_pb2.ForgetCustomerRequest(identifier=lookup.identifier, reason=reason)
+    return profile_pb2.ForgetCustomerRequest(customer_id=lookup.customer_id, reason=reason)
+
+
+def render_receipt(receipt: profile_pb2.ErasureReceipt) -> Table:
+    """The receipt as a table: one row per store and kind of record removed."""
+    when = receipt.erased_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    state = "already erased" if receipt.already_erased else "erased"
+    table = Table(
+        title=f"{receipt.receipt_id}: {', '.join(receipt.customer_ids)} {state} {when} by {receipt.erased_by}",
+        caption=f"reason: {receipt.reason}; {receipt.tombstone_count} identifiers tombstoned",
+    )
+    for column in ("store", "removed", "count", "note"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for store in receipt.stores:
+        counts = sorted(store.removed.items()) or [("-", 0)]
+        for n, (kind, count) in enumerate(counts):
+            table.add_row(store.store if n == 0 else "", kind, str(count), store.note if n == 0 else "")
+    return table
+
+
+def forget(
+    who: Annotated[str, typer.Argument(help=_LOOKUP_HELP, show_default=False)],
+    reason: Annotated[str, typer.Option(help="Why, kept in the receipt (e.g. the ticket number).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ForgetCustomerResponse as JSON.")] = False,
+    address: ADDRESS = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the erasure.")] = 60.0,
+) -> None:
+    """Erase a customer (and every customer merged into it) everywhere; print the receipt."""
+    request = forget_request(who, reason)
+    target = address or GrpcSettings.from_env("profile", PROFILE_PORT).address
+    with open_channel(target) as channel:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        try:
+            response = stub.ForgetCustomer(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            typer.echo(f"error: {code.name}: {exc.details()}", err=True)  # type: ignore[attr-defined]
+            bad_input = code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+            raise typer.Exit(2 if bad_input else 1) from None
+    if as_json:
+        typer.echo(MessageToJson(response, preserving_proto_field_name=True, indent=2))
+    else:
+        Console(width=160).print(render_receipt(response.receipt))
+
+
+retention = typer.Typer(help="Interaction retention: purge what is older than the configured age.")
+
+
+@retention.command("purge")
+def retention_purge(
+    older_than: Annotated[float, typer.Option("--older-than", help="Purge interactions older than this many days.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be purged; change nothing.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Interactions per transaction.", min=1, max=100_000)] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Purge interactions older than --older-than days now, aggregates corrected, in batches."""
+    # The purge is the ProfileService's own code, run here as a one-off job.
+    import neo4j.exceptions
+    from kafka.errors import KafkaError
+
+    from rapport.errors import RapportError
+    from rapport.graph.driver import open_driver
+    from rapport_profile.adapters.notices import KafkaCustomerNotices
+    from rapport_profile.adapters.retention import GraphRetention
+    from rapport_profile.domain.retention import MAX_RETENTION_DAYS
+    from rapport_profile.retention import RetentionService
+
+    if not 0 < older_than <= MAX_RETENTION_DAYS:
+        typer.echo(f"error: --older-than must be 1 to {MAX_RETENTION_DAYS} days", err=True)
+        raise typer.Exit(2)
+    settings = Neo4jSettings.from_env()
+    driver = open_driver(settings)
+    notices = KafkaCustomerNotices(KafkaSettings.from_env())
+    try:
+        service = RetentionService(GraphRetention(driver, settings.database), notices, batch_size=batch_size)
+        report = service.purge(older_than, dry_run=dry_run)
+    except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, KafkaError, RapportError) as exc:
+        typer.echo(f"error: the purge failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        notices.close()
+        driver.close()
+    summary = dict(report.as_dict())
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    verb = "would purge" if dry_run else "purged"
+    typer.echo(
+        f"{verb} {summary['interactions']} interactions of {summary['customers']} customers older than "
+        f"{summary['cutoff']}"
+        + (
+            ""
+            if dry_run
+            else f" in {summary['batches']} batches; affinity links updated "
+            f"{summary['affinity_updated']}, removed {summary['affinity_removed']}"
+        )
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("customer")(customer)
+    app.command("forget")(forget)
+    app.add_typer(retention, name="retention")

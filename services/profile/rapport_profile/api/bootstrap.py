@@ -7,9 +7,15 @@ import neo4j
 from rapport.graph.driver import open_driver
 from rapport.serving import RunningServer, start_server
 from rapport.v1 import profile_pb2, profile_pb2_grpc
+from rapport_profile.adapters.erasure import Eraser, GraphEraser
+from rapport_profile.adapters.notices import CustomerNotices, KafkaCustomerNotices
+from rapport_profile.adapters.retention import GraphRetention
 from rapport_profile.api.config import ProfileApiSettings
 from rapport_profile.api.graph_reader import GraphProfileReader, ProfileReader
 from rapport_profile.api.servicer import ProfileServicer
+from rapport_profile.domain.erasure import Tombstones
+from rapport_profile.erasure import ErasureService
+from rapport_profile.retention import RetentionSchedule, RetentionService
 
 SERVICE_NAME = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
 
@@ -19,18 +25,33 @@ def start_profile_api(
     *,
     driver: neo4j.Driver | None = None,
     reader: ProfileReader | None = None,
+    eraser: Eraser | None = None,
+    notices: CustomerNotices | None = None,
 ) -> RunningServer:
     """Starts serving; the driver is opened here (and closed on stop) unless one is passed in.
 
     Tests pass a `reader` fake for unit tests, or the shared `driver` for integration tests.
-    Nothing connects yet: the driver connects on the first call.
+    Nothing connects yet: the driver connects on the first call, Kafka on the first notice.
+    With RAPPORT_RETENTION_DAYS set, the retention purge runs on a background thread.
     """
     owned: neo4j.Driver | None = None
     if reader is None:
         if driver is None:
             driver = owned = open_driver(settings.neo4j)
         reader = GraphProfileReader(driver, settings.neo4j.database)
-    servicer = ProfileServicer(reader, settings.neo4j.timeout, effort_window=settings.effort_window)
+    if eraser is None:
+        if driver is None:
+            driver = owned = open_driver(settings.neo4j)
+        eraser = GraphEraser(driver, settings.neo4j.database, tombstones=Tombstones(settings.erasure.salt))
+    notices = notices or KafkaCustomerNotices(settings.kafka)
+    erasure = ErasureService(eraser, notices)
+    servicer = ProfileServicer(
+        reader,
+        settings.neo4j.timeout,
+        effort_window=settings.effort_window,
+        erasure=erasure,
+        erasure_timeout=settings.erasure.timeout,
+    )
     try:
         running = start_server(
             settings.grpc,
@@ -43,4 +64,12 @@ def start_profile_api(
         raise
     if owned is not None:
         running.on_stop.append(owned.close)
+    running.on_stop.append(notices.close)
+    if settings.retention.days and driver is not None:
+        retention = RetentionService(
+            GraphRetention(driver, settings.neo4j.database), notices, batch_size=settings.retention.batch_size
+        )
+        schedule = RetentionSchedule(retention, settings.retention.days, settings.retention.interval)
+        schedule.start()
+        running.on_stop.append(schedule.stop)
     return running

@@ -14,9 +14,11 @@ import grpc
 
 from rapport.effort import DEFAULT_WINDOW
 from rapport.errors import InvalidArgument, NotFound
+from rapport.security.interceptor import current_principal
 from rapport.v1 import profile_pb2, profile_pb2_grpc
-from rapport_profile.api import candidate_pages, customer_view
+from rapport_profile.api import candidate_pages, customer_view, receipts
 from rapport_profile.api.graph_reader import ProfileReader
+from rapport_profile.erasure import ErasureService
 
 # Time kept back from the caller's deadline to send the answer (or the error) back.
 _REPLY_MARGIN = 0.1
@@ -38,7 +40,11 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         *,
         effort_window: int = DEFAULT_WINDOW,
         clock: Callable[[], int] = time.time_ns,
+        erasure: ErasureService,
+        erasure_timeout: float = 30.0,
     ) -> None:
+        self._erasure = erasure
+        self._erasure_timeout = erasure_timeout
         self._reader = reader
         # Reads of calls without a deadline get this long.
         self._read_timeout = read_timeout
@@ -74,3 +80,16 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         query = candidate_pages.candidate_query(request)
         rows = self._reader.merge_candidates(query, read_budget(context, self._read_timeout))
         return candidate_pages.candidate_page(query, rows)
+
+    def ForgetCustomer(
+        self, request: profile_pb2.ForgetCustomerRequest, context: grpc.ServicerContext
+    ) -> profile_pb2.ForgetCustomerResponse:
+        order = receipts.forget_request(request)
+        principal = current_principal()
+        receipt = self._erasure.forget(
+            order.lookup,
+            order.reason,
+            principal.subject if principal is not None else "anonymous",
+            read_budget(context, self._erasure_timeout),
+        )
+        return profile_pb2.ForgetCustomerResponse(receipt=receipts.receipt_message(receipt))
