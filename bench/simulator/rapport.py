@@ -184,15 +184,12 @@ class RapportPolicy(BasePolicy):
         return contact
 
     def _offered(self, contact: rt.Contact) -> rt.Contact | None:
-        """The contact with its open offer, read again while the offer is still being written."""
-        for _ in range(20):
-            if contact.state != rt.CONTACT_STATE_OFFERED:
-                return None
-            if contact.offer.offer_id and contact.offer.agent_id:
-                return contact
-            time.sleep(TICK)
-            contact = self.stub.GetContact(rt.GetContactRequest(contact_id=contact.id), timeout=CALL_TIMEOUT).contact
-        return None
+        """The contact if it holds an open offer (the router never answers OFFERED without one)."""
+        if contact.state != rt.CONTACT_STATE_OFFERED:
+            return None
+        if not (contact.offer.offer_id and contact.offer.agent_id):
+            raise AssertionError(f"contact {contact.id} is offered without its offer")
+        return contact
 
     def _accept(self, contact: rt.Contact) -> int:
         self.stub.AcceptOffer(

@@ -245,6 +245,10 @@ WITH wanted, coalesce(s, c0) AS c
 
 GET_CONTACT = f"MATCH (c:Contact {{id: $id}}) RETURN {CONTACT} AS contact"
 
+# The same read, after taking the contact's write lock (a no-op write: nothing is changed or
+# logged), so any commit changing it has been applied in full before it is read.
+GET_CONTACT_LOCKED = f"MATCH (c:Contact {{id: $id}}) SET c.updated_at = c.updated_at RETURN {CONTACT} AS contact"
+
 _AGENT_FREE = "a.status = 'available' AND coalesce(a[$active_key], 0) < coalesce(a[$capacity_key], 0)"
 
 # A new contact, offered at once: lock the agent, check, count the contact in, create it.
@@ -668,6 +672,34 @@ def offer_props(offer: OfferInfo) -> dict[str, Any]:
     }
 
 
+def contact_is_whole(p: Mapping[str, Any]) -> bool:
+    """Whether a contact as read (the CONTACT projection) holds what its state implies, and
+    nothing its state has dropped.
+
+    Neo4j readers take no locks, and a read that overlaps the commit of another transaction can
+    see part of it (neo4j/neo4j#12250): a contact `offered` without its offer id or agent, or
+    `waiting` with them. Such a read is taken again under the contact's lock.
+    """
+    state = p.get("state")
+    offer_id, agent_id = p.get("offer_id"), p.get("agent_id")
+    if state == "waiting":
+        return offer_id is None and agent_id is None and p.get("offered_at") is None
+    if state == "offered":
+        return (
+            agent_id is not None
+            and offer_id == f"{p.get('id')}{OFFER_SEPARATOR}{p.get('offer_attempt')}"
+            and p.get("offered_at") is not None
+            and p.get("offer_expires_at") is not None
+        )
+    if state == "assigned":
+        return offer_id is not None and agent_id is not None and p.get("accepted_at") is not None
+    if state == "completed":
+        return agent_id is not None and p.get("ended_at") is not None
+    if state == "cancelled":
+        return offer_id is None and p.get("ended_at") is not None
+    return False
+
+
 def contact_from_props(p: Mapping[str, Any]) -> ContactRecord:
     names = p.get("skill_names") or []
     levels = p.get("skill_levels") or []
@@ -878,7 +910,27 @@ class RouterGraph:
 
     def get_contact(self, contact_id: str) -> ContactRecord | None:
         records = self.read(GET_CONTACT, "get contact", id=contact_id)
-        return contact_from_props(records[0]["contact"]) if records else None
+        if not records:
+            return None
+        props = records[0]["contact"]
+        if not contact_is_whole(props):
+            props = self._locked_contact(contact_id)
+        return contact_from_props(props) if props is not None else None
+
+    def _locked_contact(self, contact_id: str) -> Mapping[str, Any] | None:
+        """The contact read under its write lock: after any commit changing it is fully applied."""
+        log.debug("contact read again under its lock", extra={"contact_id": contact_id})
+        records = self.write(GET_CONTACT_LOCKED, "get contact", id=contact_id)
+        return records[0]["contact"] if records else None
+
+    def _contacts(self, rows: Iterable[Mapping[str, Any]], state: str) -> list[ContactRecord]:
+        """The contacts read that are in `state`; one read half-written is read again."""
+        contacts = []
+        for read in rows:
+            props = read if contact_is_whole(read) else self._locked_contact(read["id"])
+            if props is not None and props["state"] == state:
+                contacts.append(contact_from_props(props))
+        return contacts
 
     @staticmethod
     def _keys(channel: str) -> dict[str, str]:
@@ -1057,10 +1109,11 @@ class RouterGraph:
         if not agent_ids:
             return []
         records = self.read(OFFERS_FOR_AGENTS, "read offers", agents=list(agent_ids))
-        return [contact_from_props(r["contact"]) for r in records]
+        return self._contacts((r["contact"] for r in records), "offered")
 
     def offered_to(self, agent_id: str) -> list[ContactRecord]:
-        return [contact_from_props(r["contact"]) for r in self.read(OFFERED_TO_AGENT, "read offers", agent_id=agent_id)]
+        records = self.read(OFFERED_TO_AGENT, "read offers", agent_id=agent_id)
+        return self._contacts((r["contact"] for r in records), "offered")
 
     def waiting_for_batch(self, channels: Sequence[str], teams: Sequence[str], limit: int) -> list[ContactRecord]:
         records = self.read(
@@ -1071,13 +1124,13 @@ class RouterGraph:
             limit=limit,
             ageing=self.ageing_seconds,
         )
-        return [contact_from_props(r["contact"]) for r in records]
+        return self._contacts((r["contact"] for r in records), "waiting")
 
     def queue(self, channel: str | None, team: str | None, limit: int) -> tuple[list[ContactRecord], int]:
         records = self.read(QUEUE, "read queue", channel=channel, team=team, limit=limit, ageing=self.ageing_seconds)
         if not records:
             return [], 0
-        return [contact_from_props(p) for p in records[0]["contacts"]], int(records[0]["total"])
+        return self._contacts(records[0]["contacts"], "waiting"), int(records[0]["total"])
 
     def queue_depth(self) -> dict[str, int]:
         return {r["channel"]: int(r["waiting"]) for r in self.read(QUEUE_DEPTH, "queue depth")}
