@@ -80,3 +80,43 @@ def test_the_self_service_path_lists_articles_bot_turns_and_the_exit_oldest_firs
     assert [(a.article_id, a.title, a.answer) for a in ctx.self_service.articles] == [
         ("kb-9", "Reset your password", "no")
     ]
+
+
+def test_the_handoff_command_prints_the_path_in_order_and_the_alert_of_a_case():
+    from rich.console import Console
+
+    from rapport.cli.timeline import _handoff_text
+    from rapport.v1 import events_pb2 as ev
+    from rapport.v1 import timeline_pb2 as tl
+
+    response = tl.GetHandoffContextResponse(
+        probable_reason="Probably about the E42 fault on their HB-5: ...",
+        self_service=tl.SelfServiceSummary(
+            path=[
+                tl.SelfServiceStep(
+                    kind=ev.INTERACTION_KIND_ARTICLE_FEEDBACK,
+                    article_id="kb-9",
+                    article_title="Reset",
+                    answer=ev.ARTICLE_ANSWER_NO,
+                ),
+                tl.SelfServiceStep(
+                    kind=ev.INTERACTION_KIND_BOT_EXIT, flow_id="pw", step="verify", exit_reason="gave_up"
+                ),
+            ]
+        ),
+        open_cases=[
+            tl.OpenCase(
+                case_id="pc_1",
+                status=ev.CASE_STATUS_OPEN,
+                fault_code="E42",
+                severity=ev.ALERT_SEVERITY_CRITICAL,
+                alerts=2,
+                proactive=True,
+            )
+        ],
+    )
+    console = Console(record=True, width=200)
+    _handoff_text(response, console)
+    text = console.export_text()
+    assert text.index("article feedback Reset") < text.index("bot exit (pw at verify)")
+    assert "gave_up" in text and "E42 critical x2" in text

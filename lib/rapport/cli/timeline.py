@@ -183,6 +183,16 @@ def _follow(
             failures += 1
 
 
+def _step_text(p: timeline_pb2.SelfServiceStep) -> tuple[str, str]:
+    """What one self-service step was, and how it ended."""
+    kind = _name(events_pb2.InteractionKind, p.kind)
+    if p.article_id:
+        return f"{kind} {p.article_title or p.article_id}", _name(events_pb2.ArticleAnswer, p.answer)
+    where = " at ".join(x for x in (p.flow_id, p.step) if x)
+    what = " ".join(x for x in (kind, p.intent, f"({where})" if where else "") if x)
+    return what, p.exit_reason
+
+
 def _handoff_text(r: timeline_pb2.GetHandoffContextResponse, console: Console) -> None:
     c = r.customer
     console.print(f"[bold]{c.display_name or c.customer_id}[/bold]  {c.customer_id}  {c.tier} {c.language}".rstrip())
@@ -204,7 +214,14 @@ def _handoff_text(r: timeline_pb2.GetHandoffContextResponse, console: Console) -
             )
         console.print(facts)
     ss = r.self_service
-    if ss.articles or ss.bot_intents or ss.HasField("exit"):
+    if ss.path:
+        tried = Table(title="Self-service and bot, in order")
+        for column in ("When", "What", "Result"):
+            tried.add_column(column)
+        for p in ss.path:
+            tried.add_row(_when(p.at), *_step_text(p))
+        console.print(tried)
+    elif ss.articles or ss.bot_intents or ss.HasField("exit"):
         tried = Table(title="Self-service and bot")
         for column in ("When", "What", "Result"):
             tried.add_column(column)
@@ -217,11 +234,17 @@ def _handoff_text(r: timeline_pb2.GetHandoffContextResponse, console: Console) -
         console.print(tried)
     if r.open_cases:
         cases = Table(title="Open cases")
-        for column in ("Case", "Status", "Title", "Owner", "Updated"):
+        for column in ("Case", "Status", "Title", "Owner", "Alert", "Updated"):
             cases.add_column(column)
         for k in r.open_cases:
+            alert = f"{k.fault_code} {_name(events_pb2.AlertSeverity, k.severity)} x{k.alerts}" if k.fault_code else ""
             cases.add_row(
-                k.case_id, _name(events_pb2.CaseStatus, k.status), k.title, k.owner_agent_id, _when(k.updated_at)
+                k.case_id,
+                _name(events_pb2.CaseStatus, k.status),
+                k.title,
+                k.owner_agent_id,
+                alert,
+                _when(k.updated_at),
             )
         console.print(cases)
     if r.devices:
