@@ -29,11 +29,12 @@ from google.protobuf.message_factory import GetMessageClass
 from rapport.events import validate
 from rapport.serving import RunningServer, start_server
 from rapport.settings import AuthSettings, GrpcSettings, KafkaSettings, Neo4jSettings
+from rapport.v1 import events_pb2 as ev
 from rapport.v1 import profile_pb2, timeline_pb2
 from rapport_profile.adapters.graph import seed_graph
 from rapport_profile.api.bootstrap import start_profile_api
 from rapport_profile.api.config import ProfileApiSettings
-from rapport_profile.synthetic import customer_stream
+from rapport_profile.synthetic import customer_stream, identifier, interaction
 from rapport_timeline.adapters.updates import WatchHub
 from rapport_timeline.bootstrap import SERVICE_NAME as TIMELINE_SERVICE
 from rapport_timeline.bootstrap import build as build_timeline
@@ -128,6 +129,19 @@ class DiscardedEvents:
         return None
 
 
+class DiscardedNotices:
+    """The ProfileService's customer-updates notices during fuzzing: dropped (no timeline listens)."""
+
+    def erased(self, customer_ids: Any, timeout: float) -> None:
+        return None
+
+    def history_removed(self, customer_ids: Any, timeout: float) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 def unary(channel: grpc.Channel, path: str) -> Any:
     """A bytes-in, bytes-out callable for `path`."""
     return channel.unary_unary(path)
@@ -149,8 +163,14 @@ class FuzzStack:
     servers: list[RunningServer]
     channels: dict[int, grpc.Channel]
     tally: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Method name -> the values its requests draw from, when not `known` (ForgetCustomer only ever
+    # sees customers of its own, so the others keep theirs).
+    pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
     findings: list[tuple[str, bytes, Outcome]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def values_for(self, name: str) -> tuple[str, ...]:
+        return self.pools.get(name, self.known)
 
     def call(self, target: Target, payload: bytes, metadata: tuple[tuple[str, str], ...] = ADMIN) -> Outcome:
         channel = self.channels[target.port]
@@ -212,6 +232,27 @@ def _seed(driver: neo4j.Driver, database: str) -> tuple[str, ...]:
     return tuple(sorted(known))
 
 
+def _seed_forgettable(driver: neo4j.Driver, database: str) -> tuple[str, ...]:
+    """Customers for ForgetCustomer to erase (some merged), and the values that find them."""
+    prefix = "fzf" + uuid.uuid4().hex[:8]
+    events = []
+    for n in range(8):
+        crm, mail = f"crm:{prefix}-F{n}", f"email:f{n}.{prefix}@example.com"
+        events += [interaction(f"{prefix}-{n}a", crm, identifier(mail, verified=n % 2 == 0),
+                               agent_id=f"{prefix}-A", facts=[ev.Fact(key="plan", value="fibre")])]  # fmt: skip
+        if n % 4 == 0:  # a second customer merged into this one
+            events += [
+                interaction(f"{prefix}-{n}b", f"phone:+447700{int(prefix[3:9], 16) % 10**5:05d}{n}"),
+                interaction(f"{prefix}-{n}c", crm, f"phone:+447700{int(prefix[3:9], 16) % 10**5:05d}{n}"),
+            ]
+    result = seed_graph(driver, events, database)
+    pool = set(result.owners.values()) | {m.absorbed_id for m in result.merges}
+    for event in events:
+        pool |= {i.value for i in event.identifiers}
+    pool |= {"cus_" + "0" * 16, "gdpr-art-17 ticket 4821", "crm", "email", "x"}
+    return tuple(sorted(pool))
+
+
 def _tokens(stack: FuzzStack, customer_id: str) -> set[str]:
     """Real page tokens and watch cursors, so mutations of them reach the cursor checks."""
     found: set[str] = set()
@@ -251,7 +292,9 @@ def start_fuzz_stack(
     grpc_settings = GrpcSettings(port=0, max_workers=32, auth=AuthSettings(tokens_file=str(tokens)))
     known = _seed(driver, neo4j_settings.database)
 
-    profile = start_profile_api(ProfileApiSettings(grpc=grpc_settings, neo4j=neo4j_settings), driver=driver)
+    profile = start_profile_api(
+        ProfileApiSettings(grpc=grpc_settings, neo4j=neo4j_settings), driver=driver, notices=DiscardedNotices()
+    )
     hub = WatchHub(max_watchers=64)
     hub.ready.set()  # no Kafka tail: watches replay from the graph, then wait for updates that never come
     timeline_settings = TimelineSettings(
@@ -288,4 +331,5 @@ def start_fuzz_stack(
     stack = FuzzStack(targets, known, servers, channels)
     customer = next(k for k in known if k.startswith("cus_") and not k.endswith(("0" * 16, "f" * 16)))
     stack.known = tuple(sorted({*known, *_tokens(stack, customer)}))
+    stack.pools["ForgetCustomer"] = _seed_forgettable(driver, neo4j_settings.database)
     return stack

@@ -37,6 +37,7 @@ def stack(neo4j_settings: Neo4jSettings, graph: neo4j.Driver) -> Iterator[FuzzSt
 METHODS = [
     "GetCustomer",
     "ResolveIdentity",
+    "ForgetCustomer",
     "ListMergeCandidates",
     "ListInteractions",
     "GetInteraction",
@@ -58,7 +59,7 @@ def test_generated_requests_end_in_explained_statuses(stack: FuzzStack, name: st
     method = target(stack, name)
 
     @PER_METHOD
-    @given(payload=hostile_bytes(method.request, stack.known))
+    @given(payload=hostile_bytes(method.request, stack.values_for(name)))
     def run(payload: bytes) -> None:
         outcome = stack.call(method, payload)
         assert outcome.explained, (outcome, payload[:200])
