@@ -37,8 +37,8 @@ def alert(event_id: str, severity: int, minutes: float, *, fault: str = "E42", m
     )
 
 
-def state(severity: str, *, notified: bool = False, outreach: str | None = None, live: int = 0) -> rules.CaseState:
-    return rules.CaseState("pc_1", "cus_1", severity, notified, outreach, live)
+def state(severity: str, *, notified: bool = False, outreach: str | None = None) -> rules.CaseState:
+    return rules.CaseState("pc_1", "cus_1", severity, notified, outreach)
 
 
 def test_alerts_for_one_device_and_fault_make_one_group_with_the_highest_severity_and_latest_readings():
@@ -73,7 +73,7 @@ def test_info_notifies_once_and_warning_reaches_out_once_while_fresh():
     assert rules.follow_up(state("warning", notified=True), group, NOW, SETTINGS) == "outreach"
     assert rules.follow_up(state("critical", outreach="po_1"), group, NOW, SETTINGS) is None
     # Someone is already talking to the customer, or the alert is history: nobody calls.
-    assert rules.follow_up(state("critical", live=1), group, NOW, SETTINGS) is None
+    assert rules.follow_up(state("critical"), group, NOW, SETTINGS, busy=True) is None
     assert rules.follow_up(state("critical"), group, NOW + timedelta(days=2), SETTINGS) is None
 
 

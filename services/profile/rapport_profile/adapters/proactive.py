@@ -74,7 +74,15 @@ SET k.proactive = true, k.device_id = r.device_id, k.fault_code = r.fault_code,
 SET k.attach_until = k.last_alert_at + duration({{seconds: $attach_seconds}})
 MERGE (c)-[:HAS_CASE]->(k)
 RETURN r.index AS index, k.id AS case_id, k.severity AS severity, k.notified_at IS NOT NULL AS notified,
-       k.outreach_contact_id AS outreach, {_LIVE_CONTACTS} AS live
+       k.outreach_contact_id AS outreach
+"""
+
+# Customers with a live contact (waiting, offered, assigned): someone is already helping them.
+LIVE_CONTACTS = f"""
+UNWIND $customers AS cid
+MATCH (c:Customer {{id: cid}})
+WITH c WHERE {_LIVE_CONTACTS} > 0
+RETURN c.id AS cid
 """
 
 # The open proactive cases a customer's new contacts may join.
@@ -187,9 +195,7 @@ class ProactiveWriter:
         attach = int(self.settings.attach_window.total_seconds())
         for r in _run(tx, OPEN_CASES, alerts=rows, attach_seconds=attach):
             group = groups[r["index"]]
-            state = rules.CaseState(
-                r["case_id"], group.customer_id, r["severity"], bool(r["notified"]), r["outreach"], int(r["live"])
-            )
+            state = rules.CaseState(r["case_id"], group.customer_id, r["severity"], bool(r["notified"]), r["outreach"])
             links.cases.append((group, state))
             for event_id in group.event_ids:
                 links.case_of[event_id] = state.case_id
@@ -227,8 +233,10 @@ class ProactiveWriter:
         each notification stored."""
         notes: list[dict[str, Any]] = []
         contacts: list[dict[str, Any]] = []
+        owing = [s.customer_id for g, s in links.cases if rules.follow_up(s, g, now, self.settings) == "outreach"]
+        busy = self._busy(tx, owing)
         for group, state in links.cases:
-            action = rules.follow_up(state, group, now, self.settings)
+            action = rules.follow_up(state, group, now, self.settings, busy=state.customer_id in busy)
             if action == "notify":
                 notes.append(
                     {
@@ -261,6 +269,11 @@ class ProactiveWriter:
                 },
             )
         return [(n["customer_id"], n["props"]["event_id"]) for n in notes]
+
+    def _busy(self, tx: neo4j.ManagedTransaction, customers: list[str]) -> set[str]:
+        if not customers:
+            return set()
+        return {r["cid"] for r in _run(tx, LIVE_CONTACTS, customers=sorted(set(customers)))}
 
     def _escalation_contacts(
         self,

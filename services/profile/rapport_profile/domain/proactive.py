@@ -246,13 +246,17 @@ class CaseState:
     severity: str | None
     notified: bool
     outreach_contact_id: str | None
-    live_contacts: int
 
 
-def follow_up(state: CaseState, group: AlertGroup, now: datetime, settings: ProactiveSettings) -> str | None:
-    """ "outreach", "notify" or None: what the case owes the customer now (each once per case)."""
+def follow_up(
+    state: CaseState, group: AlertGroup, now: datetime, settings: ProactiveSettings, *, busy: bool = False
+) -> str | None:
+    """What the case owes the customer now, each once per case: "outreach", "notify" or None.
+
+    `busy`: the customer has a live contact, so nobody reaches out (their contacts join the case).
+    """
     if rank(state.severity) >= settings.outreach_rank:
-        if state.outreach_contact_id is None and state.live_contacts == 0 and is_fresh(group.last_at, now, settings):
+        if state.outreach_contact_id is None and not busy and is_fresh(group.last_at, now, settings):
             return "outreach"
         return None
     if not state.notified and rank(state.severity) >= 1:
