@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import neo4j
 import neo4j.exceptions
@@ -235,6 +235,20 @@ class ApprovedMerge:
     linking_keys: list[str]
     absorbed_identity_keys: list[str]
     absorbed_interactions: int
+
+
+class MergeReview(Protocol):
+    """What the merge review use case needs from the graph; `timeout` is the seconds it may take."""
+
+    def unmerge(self, merge_id: str, decided_by: str, reason: str, timeout: float) -> Unmerged: ...
+
+    def approve(
+        self, customer_id: str, other_id: str, decided_by: str, reason: str, timeout: float
+    ) -> ApprovedMerge: ...
+
+    def reject(
+        self, customer_id: str, other_id: str, decided_by: str, reason: str, timeout: float
+    ) -> MergeDecision: ...
 
 
 def _native(value: Any) -> Any:

@@ -76,6 +76,12 @@ class KafkaCustomerNotices:
     def history_removed(self, customer_ids: Sequence[str], timeout: float) -> None:
         self._send([notice(c, history_removed=True) for c in customer_ids], timeout)
 
+    def merged(self, survivor_id: str, absorbed_ids: Sequence[str], timeout: float) -> None:
+        """A merge made outside the worker (an approved candidate), announced as the worker announces its own."""
+        update = notice(survivor_id)
+        update.merged_customer_ids.extend(absorbed_ids)
+        self._send([update], timeout)
+
     def close(self) -> None:
         with self._lock:
             producer, self._producer = self._producer, None

@@ -8,6 +8,7 @@ from rapport.graph.driver import open_driver
 from rapport.serving import RunningServer, start_server
 from rapport.v1 import profile_pb2, profile_pb2_grpc
 from rapport_profile.adapters.erasure import Eraser, GraphEraser
+from rapport_profile.adapters.merge_review import GraphMergeReview, MergeReview
 from rapport_profile.adapters.notices import CustomerNotices, KafkaCustomerNotices
 from rapport_profile.adapters.retention import GraphRetention
 from rapport_profile.api.config import ProfileApiSettings
@@ -15,6 +16,7 @@ from rapport_profile.api.graph_reader import GraphProfileReader, ProfileReader
 from rapport_profile.api.servicer import ProfileServicer
 from rapport_profile.domain.erasure import Tombstones
 from rapport_profile.erasure import ErasureService
+from rapport_profile.merge_review import MergeReviewService, ReviewNotices
 from rapport_profile.retention import RetentionSchedule, RetentionService
 
 SERVICE_NAME = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
@@ -27,6 +29,8 @@ def start_profile_api(
     reader: ProfileReader | None = None,
     eraser: Eraser | None = None,
     notices: CustomerNotices | None = None,
+    review: MergeReview | None = None,
+    review_notices: ReviewNotices | None = None,
 ) -> RunningServer:
     """Starts serving; the driver is opened here (and closed on stop) unless one is passed in.
 
@@ -43,14 +47,22 @@ def start_profile_api(
         if driver is None:
             driver = owned = open_driver(settings.neo4j)
         eraser = GraphEraser(driver, settings.neo4j.database, tombstones=Tombstones(settings.erasure.salt))
+    if review is None:
+        if driver is None:
+            driver = owned = open_driver(settings.neo4j)
+        review = GraphMergeReview(driver, settings.neo4j.database)
     notices = notices or KafkaCustomerNotices(settings.kafka)
     erasure = ErasureService(eraser, notices)
+    if review_notices is None:
+        # On the same producer, unless `notices` is a test's stand-in.
+        review_notices = notices if isinstance(notices, KafkaCustomerNotices) else KafkaCustomerNotices(settings.kafka)
     servicer = ProfileServicer(
         reader,
         settings.neo4j.timeout,
         effort_window=settings.effort_window,
         erasure=erasure,
         erasure_timeout=settings.erasure.timeout,
+        review=MergeReviewService(review, review_notices),
     )
     try:
         running = start_server(
@@ -65,6 +77,8 @@ def start_profile_api(
     if owned is not None:
         running.on_stop.append(owned.close)
     running.on_stop.append(notices.close)
+    if isinstance(review_notices, KafkaCustomerNotices) and review_notices is not notices:
+        running.on_stop.append(review_notices.close)
     if settings.retention.days and driver is not None:
         retention = RetentionService(
             GraphRetention(driver, settings.neo4j.database), notices, batch_size=settings.retention.batch_size

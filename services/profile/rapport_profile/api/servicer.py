@@ -16,9 +16,10 @@ from rapport.effort import DEFAULT_WINDOW
 from rapport.errors import InvalidArgument, NotFound
 from rapport.security.interceptor import current_principal
 from rapport.v1 import profile_pb2, profile_pb2_grpc
-from rapport_profile.api import candidate_pages, customer_view, receipts
+from rapport_profile.api import candidate_pages, customer_view, merge_review, receipts
 from rapport_profile.api.graph_reader import ProfileReader
 from rapport_profile.erasure import ErasureService
+from rapport_profile.merge_review import MergeReviewService
 
 # Time kept back from the caller's deadline to send the answer (or the error) back.
 _REPLY_MARGIN = 0.1
@@ -42,7 +43,12 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         clock: Callable[[], int] = time.time_ns,
         erasure: ErasureService,
         erasure_timeout: float = 30.0,
+        review: MergeReviewService,
+        review_timeout: float = 30.0,
     ) -> None:
+        self._review = review
+        # Merge review writes of calls without a deadline get this long.
+        self._review_timeout = review_timeout
         self._erasure = erasure
         self._erasure_timeout = erasure_timeout
         self._reader = reader
@@ -93,3 +99,34 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             read_budget(context, self._erasure_timeout),
         )
         return profile_pb2.ForgetCustomerResponse(receipt=receipts.receipt_message(receipt))
+
+    def UnmergeCustomer(
+        self, request: profile_pb2.UnmergeCustomerRequest, context: grpc.ServicerContext
+    ) -> profile_pb2.UnmergeCustomerResponse:
+        merge_id, reason = merge_review.unmerge_request(request)
+        done = self._review.unmerge(merge_id, _caller(), reason, read_budget(context, self._review_timeout))
+        return merge_review.unmerge_response(done)
+
+    def ApproveMergeCandidate(
+        self, request: profile_pb2.ApproveMergeCandidateRequest, context: grpc.ServicerContext
+    ) -> profile_pb2.ApproveMergeCandidateResponse:
+        pair = merge_review.pair_request(request)
+        done = self._review.approve(
+            pair.customer_id, pair.other_id, _caller(), pair.reason, read_budget(context, self._review_timeout)
+        )
+        return merge_review.approve_response(done)
+
+    def RejectMergeCandidate(
+        self, request: profile_pb2.RejectMergeCandidateRequest, context: grpc.ServicerContext
+    ) -> profile_pb2.RejectMergeCandidateResponse:
+        pair = merge_review.pair_request(request)
+        decision = self._review.reject(
+            pair.customer_id, pair.other_id, _caller(), pair.reason, read_budget(context, self._review_timeout)
+        )
+        return profile_pb2.RejectMergeCandidateResponse(decision=merge_review.decision_message(decision))
+
+
+def _caller() -> str:
+    """Who decides: the caller's token subject, or "anonymous" on a stack without token checks."""
+    principal = current_principal()
+    return principal.subject if principal is not None else "anonymous"
