@@ -218,6 +218,23 @@ class FuzzStack:
             server.stop(1.0)
 
 
+def _seed_reviews(driver: neo4j.Driver, database: str, prefix: str) -> set[str]:
+    """Merge candidates and merges of their own, for the merge review methods to approve, reject
+    and undo: the customers the other methods read are never candidates nor merged."""
+    events: list[Any] = []
+    for n in range(3):
+        cookie = identifier(f"cookie:{prefix}-K{n}", verified=False)
+        events += [
+            interaction(f"{prefix}-r{n}a", f"crm:{prefix}-R{n}A", cookie),
+            interaction(f"{prefix}-r{n}b", f"crm:{prefix}-R{n}B", cookie),
+            interaction(f"{prefix}-m{n}a", f"crm:{prefix}-M{n}A"),
+            interaction(f"{prefix}-m{n}b", f"crm:{prefix}-M{n}B"),
+            interaction(f"{prefix}-m{n}ab", f"crm:{prefix}-M{n}A", f"crm:{prefix}-M{n}B"),
+        ]
+    result = seed_graph(driver, events, database)
+    return {m.id for m in result.merges} | {m.absorbed_id for m in result.merges} | set(result.owners.values())
+
+
 def _seed(driver: neo4j.Driver, database: str) -> tuple[str, ...]:
     prefix = "fz" + uuid.uuid4().hex[:8]
     events = list(customer_stream(4, 60, prefix=prefix, agents=5))
@@ -228,7 +245,8 @@ def _seed(driver: neo4j.Driver, database: str) -> tuple[str, ...]:
             known.add(ident.value)
     known |= {f"crm:{prefix}-C0", f"email:c1.{prefix}@example.com", "email", "crm", "phone", "x"}
     known |= {f"{prefix}-A0", f"{prefix}-A1", f"{prefix}-team", "billing", "en"}
-    known |= {"cus_" + "0" * 16, "cus_" + "f" * 16}
+    known |= {"cus_" + "0" * 16, "cus_" + "f" * 16, "mrg_" + "0" * 16}
+    known |= _seed_reviews(driver, database, prefix)
     return tuple(sorted(known))
 
 

@@ -171,11 +171,14 @@ RETURN a.id AS customer_id, b.id AS other_id, a.display_name AS display_name,
        b.display_name AS other_display_name, keys, linked_at
 """
 
-# The worker links a pair once, lower id first; matching both directions keeps older links too.
+# The worker links a pair once, lower id first; ordering each link's ends keeps older links too.
+# Starting from the links (a relationship type scan), not from every customer: the graph holds
+# far more customers than candidates.
 _ALL_CANDIDATES = (
     """
-MATCH (a:Customer)-[r:MAYBE_SAME]-(b:Customer)
-WHERE a.id < b.id AND a.merged_into IS NULL AND b.merged_into IS NULL
+MATCH (x:Customer)-[r:MAYBE_SAME]->(y:Customer) WHERE x <> y
+WITH CASE WHEN x.id < y.id THEN x ELSE y END AS a, CASE WHEN x.id < y.id THEN y ELSE x END AS b, r
+WHERE a.merged_into IS NULL AND b.merged_into IS NULL
   AND (a.id > $after_customer OR (a.id = $after_customer AND b.id > $after_other))
 """
     + _CANDIDATE_FIELDS
