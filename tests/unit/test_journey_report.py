@@ -5,9 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rapport.effort import DAY, HOUR, Touchpoint, customer_effort, fact_key
+from rapport.effort import DAY, HOUR, Touchpoint, customer_effort
 from rapport.journeys import digest
-from rapport.journeys.report import ReportQuery, capped_path, customer_effort_score, journey_report
+from rapport.journeys.report import JourneyReport, ReportQuery, capped_path, customer_effort_score, journey_report
+from rapport.journeys.scan import RangeScan, scan_report
 
 SINCE = 1_800_000_000 * 1_000_000_000
 UNTIL = SINCE + 7 * DAY
@@ -16,6 +17,23 @@ QUERY = ReportQuery(SINCE, UNTIL)
 
 def t(hours: float, channel: str, kind: str, **fields: object) -> Touchpoint:
     return Touchpoint(SINCE + int(hours * HOUR), channel, kind, **{"direction": "inbound", **fields})  # type: ignore[arg-type]
+
+
+def stored(point: Touchpoint, title: str | None = None) -> str:
+    """The digest the worker would store for this touchpoint (facts given as "key=value")."""
+    properties = {**point._asdict(), "article_title": title}
+    return digest.encode(properties, [tuple(f.split("=", 1)) for f in point.facts])  # type: ignore[misc]
+
+
+def both(customers: list[list[Touchpoint]], query: ReportQuery, titles: dict[str, str]) -> list[JourneyReport]:
+    """The reference report over the touchpoints as the digests give them back, and the scan's."""
+    scan = RangeScan()
+    decoded: list[list[Touchpoint]] = []
+    for number, points in enumerate(customers):
+        texts = [stored(p, titles.get(p.article_id or "")) for p in points]
+        scan.extend([number] * len(points), [p.at for p in points], texts)
+        decoded.append([d[0] for d in (digest.decode(p.at, text) for p, text in zip(points, texts, strict=True)) if d])
+    return [journey_report(decoded, query, titles), scan_report(scan, query)]
 
 
 def test_a_small_week_gives_the_expected_counts_and_rankings():
@@ -35,7 +53,9 @@ def test_a_small_week_gives_the_expected_counts_and_rankings():
         t(60, "chat", "message", topic="delivery", outcome="resolved", contact_id="c9"),
         t(61, "email", "notification", direction="outbound"),
     ]
-    report = journey_report([ana, bo], QUERY, {"kb-1": "Refunds"})
+    reference, scanned = both([ana, bo], QUERY, {"kb-1": "Refunds"})
+    assert scanned == reference
+    report = scanned
     totals = report.totals
     assert (totals.interactions, totals.customers, totals.touches, totals.contacts, totals.journeys) == (9, 2, 8, 2, 3)
     assert [(i.intent, i.interactions, i.customers) for i in report.top_intents] == [("refund", 2, 2), ("track", 1, 1)]
@@ -74,8 +94,8 @@ def test_a_small_week_gives_the_expected_counts_and_rankings():
 
 def test_rows_are_bounded_and_long_paths_capped():
     many = [[t(i, "chat", "message", intent=f"intent-{i:03d}")] for i in range(150)]
-    report = journey_report(many, ReportQuery(SINCE, UNTIL, max_rows=100))
-    assert len(report.top_intents) == 100
+    for report in both(many, ReportQuery(SINCE, UNTIL, max_rows=100), {}):
+        assert len(report.top_intents) == 100
     assert capped_path([str(n) for n in range(12)]) == ("0", "1", "2", "3", "4", "5", "6", "11")
 
 
@@ -103,15 +123,54 @@ def test_the_report_scores_effort_like_the_shared_formula(touchpoints: list[Touc
     assert customer_effort_score(ordered) == expected
 
 
+_report_points = st.builds(
+    Touchpoint,
+    at=st.integers(SINCE - 8 * DAY, UNTIL + DAY),
+    channel=st.sampled_from(["web", "bot", "chat", "voice", "email"]),
+    kind=st.sampled_from(["call", "message", "bot_turn", "bot_exit", "article_view", "article_feedback",
+                         "contact_completed", "notification"]),
+    direction=st.sampled_from(["inbound", "outbound", None]),
+    topic=st.sampled_from(["billing", "tv", None]),
+    intent=st.sampled_from(["refund", "track", None]),
+    outcome=st.sampled_from(["resolved", "unresolved", None]),
+    answer=st.sampled_from(["no", "yes", None]),
+    article_id=st.sampled_from(["kb-1", "kb-2", None]),
+    flow_id=st.sampled_from(["orders", None]),
+    step=st.sampled_from(["start", "end", None]),
+    contact_id=st.sampled_from(["c1", "c2", None]),
+    facts=st.lists(st.sampled_from(["order=1", "pin=2"]), max_size=2, unique=True).map(tuple),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(_report_points, max_size=12), max_size=6),
+    st.sampled_from([HOUR, 24 * HOUR, 3 * DAY]),
+    st.integers(1, 5),
+)
+def test_the_scan_computes_the_reference_report(customers: list[list[Touchpoint]], window: int, rows: int):
+    reference, scanned = both(customers, ReportQuery(SINCE, UNTIL, max_rows=rows, journey_window=window), {"kb-1": "A"})
+    assert scanned == reference
+
+
 def test_a_digest_round_trips_and_unknown_formats_are_refused():
     properties = {"channel": "web", "kind": "article_feedback", "direction": "inbound", "article_id": "kb\x1f1",
-                  "answer": "no", "article_title": "Where is my order?"}  # fmt: skip
+                  "answer": "no", "article_title": "Where is my order?", "contact_id": "con_1"}  # fmt: skip
     text = digest.encode(properties, [("Order ", "A-1"), ("order", "a-1"), ("", "x")])
+    assert len(text) <= 60
     decoded = digest.decode(SINCE, text)
     assert decoded is not None
     point, title = decoded
     assert point == Touchpoint(SINCE, "web", "article_feedback", "inbound", article_id="kb1", answer="no",
-                               facts=(fact_key("order", "a-1"),))  # fmt: skip
+                               contact_id=digest.short_hash("con_1"),
+                               facts=(digest.fact_token("order", "a-1"),))  # fmt: skip
     assert title == "Where is my order?"
-    assert digest.decode(SINCE, "2" + text[1:]) is None
-    assert digest.from_fields(SINCE, ["voice", "call", None, "", *[None] * 7], ()) == Touchpoint(SINCE, "voice", "call")
+    assert digest.decode(SINCE, "1" + text[1:]) is None
+    # A chat message with a topic and an intent stays short enough to sit in the property record.
+    short = digest.encode({"channel": "chat", "kind": "message", "direction": "inbound", "topic": "billing",
+                           "intent": "pay_bill", "outcome": "resolved"}, [])  # fmt: skip
+    assert len(short) <= 24
+    assert digest.decode(SINCE, short) == (
+        Touchpoint(SINCE, "chat", "message", "inbound", "billing", "pay_bill", "resolved"),
+        None,
+    )

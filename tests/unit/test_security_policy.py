@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rapport.security.policy import DEFAULT_POLICY, OPEN_METHODS, PLANNED_METHODS, Policy
-from rapport.v1 import profile_pb2, router_pb2, timeline_pb2
+from rapport.v1 import journeys_pb2, profile_pb2, router_pb2, timeline_pb2
 
 pytestmark = pytest.mark.unit
 
@@ -74,6 +74,7 @@ def _contract_methods() -> set[str]:
         (profile_pb2, "ProfileService"),
         (timeline_pb2, "TimelineService"),
         (router_pb2, "RouterService"),
+        (journeys_pb2, "JourneyService"),
     ):
         service = module.DESCRIPTOR.services_by_name[name]
         methods |= {f"/{service.full_name}/{m.name}" for m in service.methods}

@@ -322,8 +322,8 @@ def _journey(journey: list[Touchpoint], tally: _Tally) -> None:
 
 
 def _customer(touchpoints: Sequence[Touchpoint], query: ReportQuery, tally: _Tally) -> None:
-    ordered = sorted(touchpoints, key=_order)
-    in_range = [t for t in ordered if query.since <= t.at < query.until]
+    ordered = sorted((t for t in touchpoints if query.read_since <= t.at < query.until), key=_order)
+    in_range = [t for t in ordered if t.at >= query.since]
     if not in_range:
         return
     tally.customers += 1
@@ -346,7 +346,7 @@ def _customer(touchpoints: Sequence[Touchpoint], query: ReportQuery, tally: _Tal
     previous_any: int | None = None
     previous_on: dict[str, int] = {}
     topics_here: set[str] = set()
-    for c in contacts([t for t in ordered if t.at < query.until]):
+    for c in contacts(ordered):
         if c.first_at >= query.since:
             tally.contacts += 1
             if previous_any is not None and c.first_at - previous_any <= REPEAT_WINDOW:
@@ -370,7 +370,7 @@ def _customer(touchpoints: Sequence[Touchpoint], query: ReportQuery, tally: _Tal
 
     last_given: dict[str, int] = {}
     for t in ordered:
-        if not t.facts or t.direction in NOT_FROM_CUSTOMER or t.at >= query.until:
+        if not t.facts or t.direction in NOT_FROM_CUSTOMER:
             continue
         counted = t.at >= query.since
         for fact in set(t.facts):

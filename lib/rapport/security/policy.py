@@ -12,7 +12,8 @@ The built-in policy follows the jobs of Rapport's callers:
 * integrator  an IVR, bot, chat widget or CRM: route and track contacts, identify the
               customer, read the timeline and hand-off context so nobody repeats themselves;
 * supervisor  a team lead: what an agent may do, plus the agent roster, queue, contact
-              cancellation and the merge review list (approve, reject, unmerge);
+              cancellation, the merge review list (approve, reject, unmerge) and the journey
+              report;
 * admin       everything, including erasure (ForgetCustomer) and anything new.
 
 A deployment replaces it with RAPPORT_AUTH_POLICY_FILE, a JSON object of the same shape as
@@ -41,6 +42,7 @@ _ROLE = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 PROFILE = "/rapport.v1.ProfileService/"
 TIMELINE = "/rapport.v1.TimelineService/"
 ROUTER = "/rapport.v1.RouterService/"
+JOURNEYS = "/rapport.v1.JourneyService/"
 
 _READ_CUSTOMER = (PROFILE + "GetCustomer", PROFILE + "ResolveIdentity", TIMELINE + "*")
 _AGENT_DESKTOP = (
@@ -67,6 +69,7 @@ _TEAM_LEAD = (
     PROFILE + "ApproveMergeCandidate",
     PROFILE + "RejectMergeCandidate",
     PROFILE + "UnmergeCustomer",
+    JOURNEYS + "GetJourneyReport",
 )
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import grpc
 import neo4j
 
 from rapport.graph.driver import open_driver
 from rapport.serving import RunningServer, start_server
-from rapport.v1 import profile_pb2, profile_pb2_grpc
+from rapport.v1 import journeys_pb2, journeys_pb2_grpc, profile_pb2, profile_pb2_grpc
 from rapport_profile.adapters.erasure import Eraser, GraphEraser
 from rapport_profile.adapters.merge_review import GraphMergeReview, MergeReview
 from rapport_profile.adapters.notices import CustomerNotices, KafkaCustomerNotices
 from rapport_profile.adapters.retention import GraphRetention
 from rapport_profile.api.config import ProfileApiSettings
 from rapport_profile.api.graph_reader import GraphProfileReader, ProfileReader
+from rapport_profile.api.journey_reader import GraphJourneyReader, JourneyReader
+from rapport_profile.api.journeys import JourneyServicer
 from rapport_profile.api.servicer import ProfileServicer
 from rapport_profile.domain.erasure import Tombstones
 from rapport_profile.erasure import ErasureService
@@ -20,6 +23,7 @@ from rapport_profile.merge_review import MergeReviewService, ReviewNotices
 from rapport_profile.retention import RetentionSchedule, RetentionService
 
 SERVICE_NAME = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
+JOURNEY_SERVICE_NAME = journeys_pb2.DESCRIPTOR.services_by_name["JourneyService"].full_name
 
 
 def start_profile_api(
@@ -29,6 +33,7 @@ def start_profile_api(
     reader: ProfileReader | None = None,
     eraser: Eraser | None = None,
     notices: CustomerNotices | None = None,
+    journeys: JourneyReader | None = None,
     review: MergeReview | None = None,
     review_notices: ReviewNotices | None = None,
 ) -> RunningServer:
@@ -64,12 +69,18 @@ def start_profile_api(
         erasure_timeout=settings.erasure.timeout,
         review=MergeReviewService(review, review_notices),
     )
+    if journeys is None:
+        if driver is None:
+            driver = owned = open_driver(settings.neo4j)
+        journeys = GraphJourneyReader(driver, settings.neo4j.database)
+    journey_servicer = JourneyServicer(journeys, settings.journey_timeout)
+
+    def register(server: grpc.Server) -> None:
+        profile_pb2_grpc.add_ProfileServiceServicer_to_server(servicer, server)
+        journeys_pb2_grpc.add_JourneyServiceServicer_to_server(journey_servicer, server)
+
     try:
-        running = start_server(
-            settings.grpc,
-            lambda server: profile_pb2_grpc.add_ProfileServiceServicer_to_server(servicer, server),
-            [SERVICE_NAME],
-        )
+        running = start_server(settings.grpc, register, [SERVICE_NAME, JOURNEY_SERVICE_NAME])
     except BaseException:
         if owned is not None:
             owned.close()

@@ -2,7 +2,8 @@
 
 RAPPORT_PROFILE_HOST / _PORT (default 50051) / _GRACE / _WORKERS for the gRPC server and the
 RAPPORT_NEO4J_* variables for the graph (see rapport.settings); RAPPORT_EFFORT_WINDOW_DAYS for the
-customer-effort window (default 7, see rapport.effort).
+customer-effort window (default 7, see rapport.effort); RAPPORT_JOURNEY_TIMEOUT seconds a journey
+report (JourneyService, served here too) may read for (30).
 
 Erasure (ForgetCustomer) and retention:
 RAPPORT_ERASURE_SALT         secret keying the tombstones (HMAC-SHA256); the profile worker must
@@ -76,6 +77,8 @@ class ProfileApiSettings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     # Nanoseconds of history the effort score counts.
     effort_window: int = DEFAULT_WINDOW
+    # Seconds a journey report may read for, within the call's deadline.
+    journey_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProfileApiSettings:
@@ -86,4 +89,5 @@ class ProfileApiSettings:
             erasure=ErasureSettings.from_env(os.environ if env is None else env),
             retention=RetentionSettings.from_env(os.environ if env is None else env),
             effort_window=window_from_env(os.environ if env is None else env),
+            journey_timeout=_env_number(os.environ if env is None else env, "RAPPORT_JOURNEY_TIMEOUT", 30.0, 1, 600),
         )
