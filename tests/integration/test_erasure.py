@@ -8,6 +8,7 @@ and the real worker do not bring the customer back, and a second call returns th
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -529,3 +530,35 @@ def test_replayed_events_do_not_bring_an_erased_customer_back(
     assert [i.key for i in view.identities] == [fresh] and view.interaction_count == 1
     assert view.customer_id not in receipt.customer_ids
     assert rows(graph, "MATCH (i:Identity) WHERE i.key IN $k RETURN i.key", k=[crm, f"email:{mail}"]) == []
+
+
+def test_an_erasure_racing_the_worker_leaves_nothing_of_the_customer(profile: Profile, graph: neo4j.Driver, uid: str):
+    crm = f"crm:C-{uid}"
+    results: list[BatchResult] = [write(graph, [interaction(f"{uid}-0", crm, at=BASE_TIME)])]
+    written, erased = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        # Writes the customer's events before, during and (five of them) after the erasure.
+        n, after = 0, 0
+        while after < 5:
+            n += 1
+            after += erased.is_set()
+            results.append(write(graph, [interaction(f"{uid}-{n}", crm, at=BASE_TIME + n * HOUR)]))
+            if n == 10:
+                written.set()
+
+    racing = threading.Thread(target=worker)
+    racing.start()
+    assert written.wait(60)
+    receipt = profile.forget(identifier=identifier(crm))
+    erased.set()
+    racing.join(120)
+
+    # Every event was either stored before the erasure (and erased by it) or dropped after it.
+    stored = sum(len(r.stored) for r in results)
+    dropped = sum(len(r.erased) for r in results)
+    assert stored + dropped == len(results) and dropped >= 5
+    assert removed(receipt, "graph")["interactions"] == stored
+    assert rows(graph, "MATCH (i:Interaction) WHERE i.event_id STARTS WITH $p RETURN i", p=f"{uid}-") == []
+    assert rows(graph, "MATCH (i:Identity {key: $k}) RETURN i", k=crm) == []
+    assert rows(graph, "MATCH (c:Customer) WHERE c.id IN $ids RETURN c", ids=list(receipt.customer_ids)) == []

@@ -1,10 +1,11 @@
 """ForgetCustomer's Cypher: one write transaction erases a customer from every graph store.
 
-Locking, so that nothing is added to the customer while it is being erased: the live customer is
-locked first (every merge into it and every interaction attached to it needs that lock too),
-and only then, in later statements that see everything committed before the lock, are the
-customers it absorbed found and locked and its data listed. Deadlocks with a concurrent batch
-of the worker are transient errors: the driver reruns the whole transaction.
+Locking, so that nothing is added to the customer while it is being erased: its identities are
+locked first, in key order, then the live customer, the order the worker takes them in (so the
+two rarely deadlock); every merge into the customer and every interaction attached to it needs
+that lock too. Only then, in later statements that see everything committed before the lock,
+are the customers it absorbed found and locked and its data listed. Deadlocks that remain are
+transient errors: the driver reruns the whole transaction.
 
 The worker that raced us either committed before the lock (its writes are listed and erased
 here) or waits for the lock, then finds the identities gone and the tombstones committed
@@ -49,6 +50,11 @@ MATCH (r:ErasureReceipt {id: t.receipt_id})
 RETURN r {.*} AS receipt
 """
 
+_LOCK_IDENTITIES = """
+MATCH (i:Identity)-[:IDENTIFIES]->(:Customer {id: $id})
+WITH i ORDER BY i.key
+SET i.erasing_at = $now
+"""
 # The lock: any merge into the customer, or interaction attached to it, waits for us from here.
 _LOCK_LIVE = "MATCH (c:Customer {id: $id}) SET c.erasing_at = $now RETURN c.merged_into AS merged_into"
 _LOCK_ABSORBED = """
@@ -314,6 +320,7 @@ class GraphEraser:
             live = self._live(tx, lookup)
             if live is None:
                 return self._earlier_receipt(tx, lookup)
+            self._rows(tx, _LOCK_IDENTITIES, id=live, now=now)
             locked = self._rows(tx, _LOCK_LIVE, id=live, now=now)
             if locked and locked[0]["merged_into"] is None:
                 break
