@@ -268,3 +268,22 @@ def test_an_undone_merge_is_not_listed_when_the_restored_customer_is_merged_agai
     listed = [(m["survivor_id"], m["absorbed_id"]) for m in found.row["merges"]]
     assert listed == [(e, b)]
     assert undone.decision.merge_id not in [m["id"] for m in found.row["merges"]]
+
+
+def test_a_merge_does_not_bring_back_a_candidate_the_reviewer_rejected(
+    graph: neo4j.Driver, review: GraphMergeReview, uid: str
+):
+    ka, kb, ky = f"crm:A-{uid}", f"crm:B-{uid}", f"crm:Y-{uid}"
+    first, second = weak(f"cookie:1-{uid}"), weak(f"cookie:2-{uid}")
+    seed_graph(graph, [interaction(f"{uid}-a", ka, first, at=BASE_TIME)])
+    seed_graph(graph, [interaction(f"{uid}-y", ky, first, at=BASE_TIME + HOUR)])
+    seed_graph(graph, [interaction(f"{uid}-b", kb, second, at=BASE_TIME + 2 * HOUR)])
+    a, b, y = owner(graph, ka), owner(graph, kb), owner(graph, ky)
+    review.reject(a, y, "reviewer", "not the same", timeout=10)
+    seed_graph(graph, [interaction(f"{uid}-y2", ky, second, at=BASE_TIME + 3 * HOUR)])
+    assert customer(graph, b)["candidates"] == [y]
+
+    seed_graph(graph, [interaction(f"{uid}-ab", ka, kb, at=BASE_TIME + 4 * HOUR)])  # A absorbs B and its link
+
+    assert owner(graph, kb) == a
+    assert customer(graph, a)["candidates"] == [] and customer(graph, y)["candidates"] == []

@@ -202,6 +202,7 @@ DELETE r
 RETURN collect(moved {agent_id: agent_id, .contacts, .resolved, .csat_sum, .csat_count, .last_at}) AS affinity
 """
 )
+# A link to a customer a reviewer kept apart from the survivor's group (NOT_SAME) is dropped.
 MERGE_MOVE_CANDIDATES = _cypher(
     """
 MATCH (:Customer {id: $absorbed})-[r:MAYBE_SAME]-(y:Customer)
@@ -209,6 +210,10 @@ MATCH (f:Customer {id: $survivor})
 WITH f, y, r, r.keys AS keys, r.at AS at
 DELETE r
 WITH f, y, keys, at WHERE y <> f
+  AND NOT EXISTS {
+    MATCH (p:Customer)-[:NOT_SAME]-(q:Customer)
+    WHERE (p = f OR p.merged_into IN [f.id, $absorbed]) AND (q = y OR q.merged_into = y.id)
+  }
 WITH CASE WHEN f.id < y.id THEN f ELSE y END AS a, CASE WHEN f.id < y.id THEN y ELSE f END AS b, keys, at
 MERGE (a)-[m:MAYBE_SAME]->(b)
 ON CREATE SET m.keys = keys, m.at = at
