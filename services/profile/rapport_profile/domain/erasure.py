@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from rapport_profile.domain.interactions import InteractionRecord
 
@@ -75,9 +76,16 @@ class Tombstones:
     """Hashes identity keys, event ids and customer ids with the deployment's salt."""
 
     salt: str = DEFAULT_ERASURE_SALT
+    # HMAC keyed once; each hash copies it (the worker hashes every event id and key it sees).
+    _keyed: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.salt.encode(), digestmod=hashlib.sha256))
 
     def hash(self, kind: str, value: str) -> str:
-        return hmac.digest(self.salt.encode(), f"{kind}\0{value}".encode(), "sha256").hex()
+        mac = self._keyed.copy()
+        mac.update(f"{kind}\0{value}".encode())
+        return str(mac.hexdigest())
 
     def identity(self, key: str) -> str:
         return self.hash(TombstoneKind.IDENTITY, key)
