@@ -1,4 +1,4 @@
-"""The services under fuzz: ProfileService and TimelineService in-process on loopback, with
+"""The services under fuzz: ProfileService, JourneyService and TimelineService in-process on loopback, with
 their real servicers, adapters and interceptors (token check on), reading the real Neo4j graph
 seeded with a few customers, so generated requests reach every layer down to Cypher.
 
@@ -30,7 +30,7 @@ from rapport.events import validate
 from rapport.serving import RunningServer, start_server
 from rapport.settings import AuthSettings, GrpcSettings, KafkaSettings, Neo4jSettings
 from rapport.v1 import events_pb2 as ev
-from rapport.v1 import profile_pb2, timeline_pb2
+from rapport.v1 import journeys_pb2, profile_pb2, timeline_pb2
 from rapport_profile.adapters.graph import seed_graph
 from rapport_profile.api.bootstrap import start_profile_api
 from rapport_profile.api.config import ProfileApiSettings
@@ -324,7 +324,12 @@ def start_fuzz_stack(
 
     profile_service = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"]
     timeline_service = timeline_pb2.DESCRIPTOR.services_by_name["TimelineService"]
-    targets = _targets(profile_service, profile.port) + _targets(timeline_service, timeline.port)
+    journey_service = journeys_pb2.DESCRIPTOR.services_by_name["JourneyService"]
+    targets = (
+        _targets(profile_service, profile.port)
+        + _targets(journey_service, profile.port)
+        + _targets(timeline_service, timeline.port)
+    )
     channels = {
         port: grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)])
         for port in (profile.port, timeline.port)

@@ -1,4 +1,4 @@
-"""Every ProfileService and TimelineService method, through a real in-process gRPC server with
+"""Every ProfileService, JourneyService and TimelineService method, through a real in-process gRPC server with
 its interceptors and the real graph, fed generated requests: each call ends in an explained
 status (see stack.Outcome), within its deadline."""
 
@@ -42,6 +42,7 @@ METHODS = [
     "UnmergeCustomer",
     "ApproveMergeCandidate",
     "RejectMergeCandidate",
+    "GetJourneyReport",
     "ListInteractions",
     "GetInteraction",
     "WatchTimeline",

@@ -22,7 +22,13 @@ def _group() -> None:
 
 
 # Modules that define `register(app)`; each adds its own commands.
-COMMAND_MODULES = ("rapport.cli.profile", "rapport.cli.timeline", "rapport.cli.router", "rapport.cli.ops")
+COMMAND_MODULES = (
+    "rapport.cli.profile",
+    "rapport.cli.timeline",
+    "rapport.cli.router",
+    "rapport.cli.ops",
+    "rapport.cli.journeys",
+)
 
 
 def _register_all() -> None:
