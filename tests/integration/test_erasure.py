@@ -410,6 +410,24 @@ def test_a_second_call_by_any_former_id_or_identifier_returns_the_first_receipt(
     assert profile.code_of("ForgetCustomer", unknown) == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_merged_away_id_erases_its_survivor_and_everything_merged_into_it(
+    profile: Profile, graph: neo4j.Driver, uid: str
+):
+    crm, phone, mail = f"crm:C-{uid}", phone_of(uid), f"mail.{uid}@example.com"
+    survivor = write(graph, [interaction(f"{uid}-1", crm, at=BASE_TIME)]).owners[f"{uid}-1"]
+    by_phone = write(graph, [interaction(f"{uid}-2", f"phone:{phone}", at=BASE_TIME + HOUR)]).owners[f"{uid}-2"]
+    by_mail = write(graph, [interaction(f"{uid}-3", email(mail), at=BASE_TIME + HOUR)]).owners[f"{uid}-3"]
+    # The phone customer absorbs the email one, then is absorbed itself: a chain, shortened.
+    write(graph, [interaction(f"{uid}-4", f"phone:{phone}", email(mail), at=BASE_TIME + 2 * HOUR)])
+    write(graph, [interaction(f"{uid}-5", crm, f"phone:{phone}", at=BASE_TIME + 3 * HOUR)])
+
+    receipt = profile.forget(customer_id=by_mail)
+    assert list(receipt.customer_ids) == [survivor, *sorted([by_phone, by_mail])]
+    graph_counts = removed(receipt, "graph")
+    assert (graph_counts["customers"], graph_counts["identities"], graph_counts["interactions"]) == (3, 3, 5)
+    assert graph_counts["merge_records"] == 2 and receipt.tombstone_count == 3
+
+
 def test_only_a_caller_allowed_to_erase_may_erase(profile: Profile, graph: neo4j.Driver, uid: str):
     crm = f"crm:C-{uid}"
     customer = write(graph, [interaction(f"{uid}-1", crm, at=BASE_TIME)]).owners[f"{uid}-1"]
