@@ -18,6 +18,7 @@ import grpc
 import neo4j
 import pytest
 import typer
+from google.protobuf.duration_pb2 import Duration
 from typer.testing import CliRunner
 
 from rapport.cli import app
@@ -27,6 +28,7 @@ from rapport.settings import GrpcSettings, KafkaSettings, Neo4jSettings
 from rapport.v1 import events_pb2 as ev
 from rapport.v1 import journeys_pb2 as jr
 from rapport.v1 import journeys_pb2_grpc
+from rapport_profile.adapters.graph import seed_graph
 from rapport_profile.api.bootstrap import start_profile_api
 from rapport_profile.api.config import ProfileApiSettings
 from rapport_profile.synthetic import identifier, interaction
@@ -268,3 +270,24 @@ def test_the_cli_refuses_a_backwards_range_before_calling():
     )
     assert result.exit_code == 2
     assert "--until" in result.output
+
+
+def test_interactions_stored_without_a_digest_count_the_same(graph: neo4j.Driver, served: str, uid: str):
+    week = week_of(uid) + timedelta(weeks=500)  # past the range the scripted weeks use
+    seed_graph(graph, scripted_week(uid, week))
+    request = jr.GetJourneyReportRequest(journey_window=Duration(seconds=6 * 3600))
+    request.since.FromDatetime(week)
+    request.until.FromDatetime(week + timedelta(days=7))
+    with grpc.insecure_channel(served) as channel:
+        stub = journeys_pb2_grpc.JourneyServiceStub(channel)
+        digested = stub.GetJourneyReport(request, timeout=30).report
+        with graph.session() as session:
+            # As stored before digests existed, or by an older worker.
+            session.run(
+                "MATCH (i:Interaction) WHERE i.event_id STARTS WITH $p "
+                "SET i.digest = CASE WHEN i.channel = 'bot' THEN null ELSE '1' + i.digest END",
+                p=f"{uid}-",
+            ).consume()
+        undigested = stub.GetJourneyReport(request, timeout=30).report
+    assert digested.totals.interactions == 19
+    assert undigested == digested

@@ -107,9 +107,10 @@ class _Columns:
 def _columns(scan: RangeScan) -> _Columns:
     """Decodes each distinct digest once: most interactions share theirs with many others."""
     n = len(scan.digests)
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(d, len(index)) for d in scan.digests), dtype=np.int64, count=n)
+    index: dict[str, int] = dict.fromkeys(scan.digests, 0)
     uniques = list(index)
+    index.update(zip(uniques, range(len(uniques)), strict=True))
+    codes = np.fromiter(map(index.__getitem__, scan.digests), dtype=np.int64, count=n)
     unique = len(uniques)
     version = digest.VERSION
     heads = "".join(t[1:6] if len(t) >= 6 and t[0] == version else "-----" for t in uniques)

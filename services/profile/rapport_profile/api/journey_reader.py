@@ -36,22 +36,17 @@ WHERE i.at >= datetime({epochSeconds: $since_s, nanosecond: $since_n})
   AND i.at < datetime({epochSeconds: $until_s, nanosecond: $until_n})
 """
 # Customers by internal node id: the report only groups by customer, and the id costs no read.
-_CURRENT = f"(i.digest STARTS WITH '{digest.VERSION}')"
 _DIGESTS = (
     _RANGE
-    + f"""MATCH (c:Customer)-[:HAD]->(i)
-WITH c, i, {_CURRENT} AS current
-RETURN collect(CASE WHEN current THEN id(c) END) AS customers,
-       collect(CASE WHEN current THEN i.at.epochMillis END) AS ats,
-       collect(CASE WHEN current THEN i.digest END) AS digests,
-       count(CASE WHEN current THEN NULL ELSE 1 END) AS undigested
+    + """MATCH (c:Customer)-[:HAD]->(i)
+RETURN collect(id(c)) AS customers, collect(i.at.epochMillis) AS ats, collect(coalesce(i.digest, '')) AS digests
 """
 )
 _FIELDS = ("channel", "kind", "direction", "topic", "intent", "outcome", "answer", "article_id", "article_title",
            "flow_id", "step", "contact_id")  # fmt: skip
 _UNDIGESTED = (
     _RANGE
-    + f"""  AND (i.digest IS NULL OR NOT {_CURRENT})
+    + f"""  AND (i.digest IS NULL OR NOT i.digest STARTS WITH '{digest.VERSION}')
 MATCH (c:Customer)-[:HAD]->(i)
 RETURN id(c) AS customer, i.at.epochMillis AS at, i.facts AS facts,
        [{", ".join("i." + f for f in _FIELDS)}] AS fields
@@ -99,9 +94,16 @@ class GraphJourneyReader:
                     notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
                 ) as session:
                     record = self._run(session, _DIGESTS, params, deadline).single(strict=True)
-                    if record["customers"]:
-                        scan.extend(record["customers"], [at * _MS for at in record["ats"]], record["digests"])
-                    if record["undigested"]:
+                    customers, ats, digests = record["customers"], record["ats"], record["digests"]
+                    version = digest.VERSION
+                    current = [d[:1] == version for d in digests]
+                    if not all(current):
+                        customers, ats, digests = (
+                            [x for x, ok in zip(column, current, strict=True) if ok]
+                            for column in (customers, ats, digests)
+                        )
+                    scan.extend(customers, [at * _MS for at in ats], digests)
+                    if len(digests) < len(current):
                         for row in self._run(session, _UNDIGESTED, params, deadline):
                             properties = dict(zip(_FIELDS, row["fields"], strict=True))
                             scan.add(
