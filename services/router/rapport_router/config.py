@@ -1,6 +1,8 @@
 """The router's settings, from the environment (read once, in `main`).
 
-Every knob is a `RAPPORT_ROUTER_*` variable; see `RouterConfig.from_env` for names and defaults.
+Every knob is a `RAPPORT_ROUTER_*` variable (see `RouterConfig.from_env` for names and defaults),
+but for the customer-effort window, RAPPORT_EFFORT_WINDOW_DAYS, which the profile API and the
+timeline read too (see rapport.effort).
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class RouterConfig:
                 ),
                 continuity_days=_float(env, "CONTINUITY_DAYS", ScoringParams.continuity_days, minimum=0.01),
                 idle_saturation=_float(env, "IDLE_SATURATION", ScoringParams.idle_saturation, minimum=1.0),
-                # The shared effort window unless the router is given its own.
-                effort_days=_float(env, "EFFORT_DAYS", window_from_env(env) / DAY, minimum=0.01),
+                # The effort window the 360 view and the handoff context use too (RAPPORT_EFFORT_WINDOW_DAYS).
+                effort_days=window_from_env(env) / DAY,
                 high_tiers=tuple(
                     t.strip().lower()
                     for t in env.get(PREFIX + "HIGH_TIERS", ",".join(ScoringParams.high_tiers)).split(",")
