@@ -101,6 +101,7 @@ def test_the_view_prints_for_people(app: typer.Typer, address: str):
     assert "merged into this customer" in result.output
     assert "email:ana@example.com  strong, verified (otp)" in result.output
     assert "Top topics: billing (2)" in result.output
+    assert "Effort: low 0/100 over 7 days (nothing unusual)" in result.output
 
 
 def test_json_output_is_the_response(app: typer.Typer, address: str):

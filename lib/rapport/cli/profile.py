@@ -26,7 +26,7 @@ from rich.table import Table
 from rapport.channels import open_channel
 from rapport.identity import InvalidIdentifier, kind_from_name
 from rapport.settings import PROFILE_PORT, GrpcSettings, KafkaSettings, Neo4jSettings
-from rapport.v1 import events_pb2, profile_pb2, profile_pb2_grpc
+from rapport.v1 import events_pb2, profile_pb2, profile_pb2_grpc, timeline_pb2
 
 _LOOKUP_HELP = (
     "A customer id (cus_...) or an identifier as kind:value: email:ana@example.com, phone:+447700900123, "
@@ -123,6 +123,12 @@ def render(response: profile_pb2.GetCustomerResponse) -> str:
         earlier = f" vs {s.earlier_average:+.2f} earlier" if s.HasField("earlier_average") else ""
         lines.append(
             f"Sentiment: {_name(profile_pb2.SentimentDirection, s.direction)}, recent {s.recent_average:+.2f}{earlier}"
+        )
+    if c.HasField("effort"):
+        days = (c.effort.window_end.ToDatetime() - c.effort.window_start.ToDatetime()).days
+        why = "; ".join(c.effort.reasons) or "nothing unusual"
+        lines.append(
+            f"Effort: {_name(timeline_pb2.EffortLevel, c.effort.level)} {c.effort.score}/100 over {days} days ({why})"
         )
     if c.merges:
         lines.append("Merges:")

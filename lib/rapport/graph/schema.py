@@ -16,12 +16,13 @@ The graph model every service shares (written by the profile worker, read by tim
             sentiment, outcome, csat, summary, agent_id, contact_id, case_id, device_id,
             article_id, article_title, answer, flow_id, step, exit_reason, intent_confidence,
             fault_code, severity, readings, handle_seconds, source, facts, attributes,
-            identity_keys, ingested_at})
+            identity_keys, digest, ingested_at})
     `at` is a DateTime (event time, UTC). Enum values are stored as short lower-case names
     without the prefix: channel "chat", kind "article_feedback", outcome "resolved",
     answer "no", severity "critical". `facts` is a JSON list of {key, value, sensitive} with
     sensitive values already masked; `attributes` and `readings` JSON objects; `identity_keys`
-    the identity keys the event carried (evidence for unmerge). Absent values are not stored.
+    the identity keys the event carried (evidence for unmerge); `digest` the short form journey
+    analytics read (rapport.journeys.digest). Absent values are not stored.
 (:Interaction)-[:HANDLED_BY]->(:Agent {id})
 (:Interaction)-[:ABOUT]->(:Topic {name})
 (:Interaction)-[:IN_CASE]->(:Case)
