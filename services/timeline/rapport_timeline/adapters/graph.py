@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import neo4j
 import neo4j.exceptions
 
-from rapport.errors import FailedPrecondition, NotFound, Unavailable
+from rapport.errors import FailedPrecondition, NotFound, RapportError, Unavailable
+from rapport_timeline.adapters.resolution import Outcome, ResolutionRounds
 from rapport_timeline.domain.model import (
     NANOS,
     AgentAffinity,
@@ -54,8 +55,23 @@ _INTERACTION = """i {
     in_s: i.ingested_at.epochSeconds, in_n: i.ingested_at.nanosecond
 }"""
 _NO_FILTER = InteractionFilter()
-_BY_ID = (
-    "MATCH (c:Customer {id: $id}) RETURN c.id AS id, c.merged_into AS merged_into, COUNT { (c)-[:HAD]->() } AS degree"
+# Every key of a resolution round, by id and by identity key, in one query.
+_RESOLVE = """
+CALL () {
+    UNWIND $ids AS key
+    MATCH (c:Customer {id: key})
+    RETURN 'id' AS by, key, c
+    UNION ALL
+    UNWIND $identities AS key
+    MATCH (:Identity {key: key})-[:IDENTIFIES]->(c:Customer)
+    RETURN 'identity' AS by, key, c
+}
+RETURN by, key, c.id AS id, c.merged_into AS merged_into, COUNT { (c)-[:HAD]->() } AS degree
+"""
+# One merge hop for every chain still being followed.
+_HOP = (
+    "UNWIND $ids AS key MATCH (c:Customer {id: key}) "
+    "RETURN key, c.id AS id, c.merged_into AS merged_into, COUNT { (c)-[:HAD]->() } AS degree"
 )
 # Storage order for watches: when stored (falling back to event time), then event time, id.
 _STORED = "coalesce(i.ingested_at, i.at)"
@@ -187,6 +203,7 @@ class Neo4jTimelineGraph:
         self._driver = driver
         self._database = database
         self._max_timeout = max_timeout
+        self._rounds = ResolutionRounds(self.resolve_many)
 
     # -- the one way a query runs -----------------------------------------------------------
 
@@ -228,46 +245,79 @@ class Neo4jTimelineGraph:
     # -- customers --------------------------------------------------------------------------
 
     @staticmethod
-    def _survivor(tx: neo4j.ManagedTransaction, row: neo4j.Record) -> Resolved:
-        customer_id, merged_into, degree = row["id"], row["merged_into"], row["degree"]
-        hops = 0
-        while merged_into:
-            hops += 1
-            if hops > MAX_MERGE_HOPS:
-                raise FailedPrecondition(f"customer: merge chain from {customer_id} is longer than {MAX_MERGE_HOPS}")
-            record = tx.run(_BY_ID, id=merged_into).single()
-            if record is None:
-                raise NotFound(f"customer: {customer_id} was merged into {merged_into}, which does not exist")
-            customer_id, merged_into, degree = record["id"], record["merged_into"], record["degree"]
-        return Resolved(customer_id, int(degree))
+    def _follow_merges(
+        tx: neo4j.ManagedTransaction, found: Iterable[tuple[str, str | None, int]]
+    ) -> dict[str, Resolved | RapportError]:
+        """The live customer each found customer is or was merged into, by the found customer's id;
+        all chains are followed together, one query per hop."""
+        outcomes: dict[str, Resolved | RapportError] = {}
+        following = {row[0]: row for row in found}
+        for hop in range(MAX_MERGE_HOPS + 1):
+            moving = {}
+            for start, (customer_id, merged_into, degree) in following.items():
+                if merged_into:
+                    moving[start] = (customer_id, merged_into)
+                else:
+                    outcomes[start] = Resolved(customer_id, int(degree))
+            if not moving:
+                break
+            if hop == MAX_MERGE_HOPS:
+                for start in moving:
+                    outcomes[start] = FailedPrecondition(
+                        f"customer: merge chain from {start} is longer than {MAX_MERGE_HOPS}"
+                    )
+                break
+            targets = sorted({merged_into for _, merged_into in moving.values()})
+            rows = {r["key"]: (r["id"], r["merged_into"], r["degree"]) for r in tx.run(_HOP, ids=targets)}
+            following = {}
+            for start, (customer_id, merged_into) in moving.items():
+                if merged_into in rows:
+                    following[start] = rows[merged_into]
+                else:
+                    outcomes[start] = NotFound(
+                        f"customer: {customer_id} was merged into {merged_into}, which does not exist"
+                    )
+        return outcomes
 
-    def _resolve(self, tx: neo4j.ManagedTransaction, key: CustomerKey) -> Resolved:
-        if key.by == "id":
-            rows = list(tx.run(_BY_ID, id=key.value))
+    def _resolve_many(self, tx: neo4j.ManagedTransaction, keys: Sequence[CustomerKey]) -> dict[CustomerKey, Outcome]:
+        found: dict[CustomerKey, list[tuple[str, str | None, int]]] = {}
+        for r in tx.run(
+            _RESOLVE,
+            ids=sorted({k.value for k in keys if k.by == "id"}),
+            identities=sorted({k.value for k in keys if k.by == "identity"}),
+        ):
+            found.setdefault(CustomerKey(r["by"], r["key"]), []).append((r["id"], r["merged_into"], r["degree"]))
+        chains = self._follow_merges(tx, (row for rows in found.values() for row in rows))
+        outcomes: dict[CustomerKey, Outcome] = {}
+        for key in keys:
+            rows = sorted(found.get(key, ()))
             if not rows:
-                raise NotFound(f"customer: no customer with id {key.value}")
-        else:
-            rows = list(
-                tx.run(
-                    "MATCH (:Identity {key: $key})-[:IDENTIFIES]->(c:Customer) "
-                    "RETURN c.id AS id, c.merged_into AS merged_into, COUNT { (c)-[:HAD]->() } AS degree "
-                    "ORDER BY c.id",
-                    key=key.value,
+                who = f"with id {key.value}" if key.by == "id" else f"known by {key.value}"
+                outcomes[key] = NotFound(f"customer: no customer {who}")
+                continue
+            ends = [chains[row[0]] for row in rows]
+            failed = next((e for e in ends if isinstance(e, RapportError)), None)
+            survivors = {e.customer_id: e for e in ends if isinstance(e, Resolved)}
+            if failed is not None:
+                outcomes[key] = failed
+            elif len(survivors) > 1:
+                outcomes[key] = FailedPrecondition(
+                    f"customer: {key.value} identifies {len(survivors)} customers ({', '.join(sorted(survivors))}); "
+                    "address one by customer_id"
                 )
-            )
-            if not rows:
-                raise NotFound(f"customer: no customer known by {key.value}")
-        survivors = {r.customer_id: r for r in (self._survivor(tx, row) for row in rows)}
-        if len(survivors) > 1:
-            raise FailedPrecondition(
-                f"customer: {key.value} identifies {len(survivors)} customers ({', '.join(sorted(survivors))}); "
-                "address one by customer_id"
-            )
-        return next(iter(survivors.values()))
+            else:
+                outcomes[key] = next(iter(survivors.values()))
+        return outcomes
+
+    def resolve_many(self, keys: Sequence[CustomerKey], timeout: float | None) -> dict[CustomerKey, Outcome]:
+        """For each key, the live customer it names (following merges), or why there is none
+        (NotFound, FailedPrecondition). Raises Unavailable when the graph does not answer in time."""
+        return self._read(lambda tx: self._resolve_many(tx, keys), timeout)
 
     def resolve(self, key: CustomerKey, timeout: float | None) -> Resolved:
-        """The live customer `key` names (following merges). NotFound when there is none."""
-        return self._read(lambda tx: self._resolve(tx, key), timeout)
+        """The live customer `key` names (following merges). NotFound when there is none.
+        Concurrent calls share queries (see `adapters.resolution`)."""
+        return self._rounds.resolve(key, timeout)
 
     # -- interactions -----------------------------------------------------------------------
 
