@@ -118,27 +118,20 @@ def _columns(scan: RangeScan) -> _Columns:
     enums = np.where(letters == ord(digest.ABSENT), 0, letters - ord("a") + 1)
     for j, (_, names) in enumerate(digest.ENUMS):
         enums[:, j] = np.where((enums[:, j] < 0) | (enums[:, j] >= len(names)), 0, enums[:, j])
-    vocab = {name: _Vocabulary() for name in ("topic", "intent", "article", "flow", "step", "contact", "fact")}
-    columns = [vocab[name].codes for name in ("topic", "intent", "article", "flow", "step", "contact")]
-    texts = [[0] * unique for _ in columns]
-    facts: list[list[int] | None] = [None] * unique
-    fact_codes_of = vocab["fact"].codes
-    titles: dict[int, str] = {}
-    field_sep, fact_sep = digest.FIELD, digest.FACT
-    for u, text in enumerate(uniques):
-        if len(text) <= 7 or text[0] != version:
-            continue
-        parts = text[7:].split(field_sep)
-        for j, part in enumerate(parts[:6]):
-            if part:
-                table = columns[j]
-                texts[j][u] = table.setdefault(part, len(table))
-        if len(parts) > 6 and parts[6]:
-            facts[u] = [fact_codes_of.setdefault(token, len(fact_codes_of)) for token in parts[6].split(fact_sep)]
-        if len(parts) > 7 and parts[7] and texts[2][u]:
-            titles[texts[2][u]] = parts[7]
-    for v in vocab.values():
-        v.words = list(v.codes)
+    parts = [t[7:].split(digest.FIELD) if len(t) > 7 and t[0] == version else [] for t in uniques]
+    vocab: dict[str, _Vocabulary] = {}
+    texts = np.zeros((len(_CODED), unique), dtype=np.int64)
+    for j, name in enumerate(_CODED):
+        texts[j], vocab[name] = _coded([p[j] if len(p) > j else "" for p in parts])
+    fact_words = vocab["fact"] = _Vocabulary()
+    tokens = fact_words.codes
+    facts = [
+        [tokens.setdefault(token, len(tokens)) for token in p[6].split(digest.FACT)] if len(p) > 6 and p[6] else None
+        for p in parts
+    ]
+    fact_words.words = list(tokens)
+    article = texts[_CODED.index("article")]
+    titles = {int(article[u]): p[7] for u, p in enumerate(parts) if len(p) > 7 and p[7] and article[u]}
     fact_counts = np.array([len(f) if f else 0 for f in facts], dtype=np.int64)
     with_facts = np.flatnonzero(fact_counts[codes] > 0)
     fact_row = np.repeat(with_facts, fact_counts[codes[with_facts]])
@@ -146,7 +139,7 @@ def _columns(scan: RangeScan) -> _Columns:
         chain.from_iterable(facts[u] or () for u in codes[with_facts].tolist()), dtype=np.int64, count=len(fact_row)
     )
     row_enums = enums[codes]
-    row_texts = np.array(texts, dtype=np.int64)[:, codes] if unique else np.zeros((6, 0), dtype=np.int64)
+    row_texts = texts[:, codes]
     return _Columns(
         n=n,
         customer=np.asarray(scan.customers, dtype=np.int64),
@@ -169,12 +162,31 @@ def _columns(scan: RangeScan) -> _Columns:
     )
 
 
+# The digest's text fields coded as small integers, in digest order (facts and title follow).
+_CODED = ("topic", "intent", "article", "flow", "step", "contact")
+
+
+def _coded(column: list[str]) -> tuple[Ints, _Vocabulary]:
+    vocabulary = _Vocabulary()
+    vocabulary.words = ["", *(w for w in dict.fromkeys(column) if w)]
+    vocabulary.codes = {w: i for i, w in enumerate(vocabulary.words)}
+    return np.fromiter(map(vocabulary.codes.__getitem__, column), dtype=np.int64, count=len(column)), vocabulary
+
+
 _SHIFT = 23
+
+
+def _distinct(values: Ints) -> Ints:
+    """Sorted distinct values (a sort beats np.unique's hashing on these arrays by far)."""
+    ordered = np.sort(values)
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
 
 
 def _distinct_pairs(a: Ints, b: Ints) -> tuple[Ints, Ints]:
     """The distinct (a, b) pairs, sorted (a non-negative, b below 2**23)."""
-    keys = np.unique(a * (1 << _SHIFT) + b)
+    keys = _distinct(a * (1 << _SHIFT) + b)
     return keys >> _SHIFT, keys & ((1 << _SHIFT) - 1)
 
 
@@ -333,22 +345,32 @@ def _is_contact(c: _Columns, rows: Ints) -> Bools:
 
 def _journey_ids(customer: Ints, at: Ints, window: int) -> Ints:
     """Journey number of each touch (rows sorted by customer and time): a journey lasts
-    `window` from its first touch. A gap longer than the window always starts one; only runs
-    longer than the window need the touch-by-touch rule."""
+    `window` from its first touch. A gap longer than the window always starts one; runs longer
+    than the window are cut in rounds, each starting the next journey of every such run."""
     n = len(customer)
     if not n:
         return np.zeros(0, dtype=np.int64)
     start = _starts(customer)
     start[1:] |= (at[1:] - at[:-1]) > window
+    run = _group_ids(start)
     first = np.flatnonzero(start)
     last = np.append(first[1:], n) - 1
-    for r in np.flatnonzero(at[last] - at[first] > window).tolist():
-        begun = int(at[first[r]])
-        times = at[first[r] : last[r] + 1].tolist()
-        for k, t in enumerate(times):
-            if t - begun > window:
-                start[first[r] + k] = True
-                begun = t
+    active = at[last] - at[first] > window
+    rows = np.flatnonzero(active[run])
+    current = first.copy()
+    while len(rows):
+        of = run[rows]
+        later = at[rows] > at[current[of]] + window
+        found = rows[later]
+        if not len(found):
+            break
+        # The first later row of each run (rows ascend within a run) starts its next journey.
+        head = np.ones(len(found), dtype=bool)
+        head[1:] = run[found[1:]] != run[found[:-1]]
+        nxt = found[head]
+        start[nxt] = True
+        current[run[nxt]] = nxt
+        rows = found
     return _group_ids(start)
 
 
@@ -361,7 +383,7 @@ def scan_report(scan: RangeScan, query: ReportQuery) -> JourneyReport:
     in_range_mask = before_until_mask & (c.at >= query.since)
     before_until = np.flatnonzero(before_until_mask)
     in_range = np.flatnonzero(in_range_mask)
-    customers = np.unique(c.customer[in_range])
+    customers = _distinct(c.customer[in_range])
     if not len(in_range):
         return JourneyReport(query=query)
 
@@ -523,7 +545,8 @@ def _paths(c: _Columns, jrows: Ints, jid: Ints, journeys: int, rows_max: int) ->
     keys = np.zeros(journeys, dtype=np.int64)
     np.add.at(keys, j[used], ch[used] << (4 * slot[used]))
     multi = length > 1
-    found, counts = np.unique(keys[multi], return_counts=True)
+    found = _distinct(keys[multi])
+    counts = np.bincount(np.searchsorted(found, keys[multi]), minlength=len(found))
     named: list[tuple[tuple[str, ...], int]] = []
     for key, n in zip(found.tolist(), counts.tolist(), strict=True):
         path = []
@@ -574,7 +597,8 @@ def _exit_points(
     g_failed[group[failing[order]]] = True
     g_escalated = last_contact[g_j] > g_pos
     keys = g_kind * (1 << 40) + g_code
-    points, inverse = np.unique(keys, return_inverse=True)
+    points = _distinct(keys)
+    inverse = np.searchsorted(points, keys)
     attempts = np.bincount(inverse)
     failed = np.bincount(inverse, weights=g_failed)
     escalations = np.bincount(inverse, weights=g_escalated)
