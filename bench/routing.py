@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import grpc
+import psutil
 
+from rapport.devstack.proc import listener_pid
 from rapport.graph.driver import open_driver
 from rapport.graph.schema import apply_migrations
 from rapport.settings import KafkaSettings, Neo4jSettings
@@ -253,7 +256,9 @@ def client_process(
                 route_ms.append((t1 - t0) * 1000)
                 cycle_ms.append((t2 - t0) * 1000)
         with lock:
-            results.append({"route_ms": route_ms, "cycle_ms": cycle_ms, "queued": queued, "errors": errors})
+            results.append(
+                {"route_ms": route_ms, "cycle_ms": cycle_ms, "queued": queued, "errors": errors, "all_routes": n}
+            )
 
     workers = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
     for w in workers:
@@ -264,7 +269,21 @@ def client_process(
     out.put(results)
 
 
-def run_level(addresses: list[str], concurrency: int, scale: Scale) -> dict[str, Any]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (0 for one that is gone)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def run_level(
+    addresses: list[str], concurrency: int, scale: Scale, router_pids: list[int], neo4j_pid: int | None
+) -> dict[str, Any]:
     processes = min(concurrency, max(2, (os.cpu_count() or 2)))
     per = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     ctx = multiprocessing.get_context("spawn")
@@ -285,15 +304,23 @@ def run_level(addresses: list[str], concurrency: int, scale: Scale) -> dict[str,
         )
         for i, threads in enumerate(per)
     ]
+    # CPU per route over the whole level, warm-up included: on a shared machine it stays
+    # meaningful where latency does not.
+    load = os.getloadavg()[0]
+    router_cpu = cpu_seconds(router_pids)
+    graph_cpu = cpu_seconds([neo4j_pid]) if neo4j_pid else 0.0
     for p in procs:
         p.start()
     collected: list[dict[str, Any]] = []
     for _ in procs:
         collected += out.get(timeout=scale.seconds + scale.warmup + 120)
+    router_cpu = cpu_seconds(router_pids) - router_cpu
+    graph_cpu = (cpu_seconds([neo4j_pid]) - graph_cpu) if neo4j_pid else 0.0
     for p in procs:
         p.join(30)
     route = sorted(x for r in collected for x in r["route_ms"])
     cycle = sorted(x for r in collected for x in r["cycle_ms"])
+    routes_in_window = max(1, sum(r["all_routes"] for r in collected))
     return {
         "concurrency": concurrency,
         "client_processes": processes,
@@ -304,6 +331,11 @@ def run_level(addresses: list[str], concurrency: int, scale: Scale) -> dict[str,
         "cycle_ms": percentiles(cycle),
         "queued": sum(r["queued"] for r in collected),
         "errors": sum(r["errors"] for r in collected),
+        # One route's whole cycle (route, accept, complete, background work), warm-up included.
+        "router_cpu_ms_per_route": round(router_cpu * 1000 / routes_in_window, 2),
+        # Neo4j is shared: this includes whatever else ran against it meanwhile.
+        "neo4j_cpu_ms_per_route": round(graph_cpu * 1000 / routes_in_window, 2) if neo4j_pid else None,
+        "load_average_1m": round(load, 2),
     }
 
 
@@ -319,7 +351,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def print_table(levels: list[dict[str, Any]]) -> None:
     head = f"{'clients':>7} {'routes':>8} {'routes/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-    head += f" {'cycle p50':>10} {'cycle p99':>10} {'queued':>7} {'errors':>7}"
+    head += f" {'cycle p50':>10} {'cycle p99':>10} {'queued':>7} {'errors':>7} {'router CPU':>10} {'neo4j CPU':>10}"
+    head += f" {'load':>5}"
     print(head)
     print("-" * len(head))
     for lv in levels:
@@ -327,8 +360,14 @@ def print_table(levels: list[dict[str, Any]]) -> None:
         print(
             f"{lv['concurrency']:>7} {lv['routes']:>8,} {lv['routes_per_second']:>9.1f} {r['p50']:>8.2f} "
             f"{r['p95']:>8.2f} {r['p99']:>8.2f} {c['p50']:>10.2f} {c['p99']:>10.2f} {lv['queued']:>7} "
-            f"{lv['errors']:>7}"
+            f"{lv['errors']:>7} {lv['router_cpu_ms_per_route']:>7.2f} ms {_ms(lv['neo4j_cpu_ms_per_route']):>10}"
+            f" {lv['load_average_1m']:>5.2f}"
         )
+    print("(CPU: milliseconds per route cycle, warm-up included; load: 1-minute load average before the level)")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
 
 
 def main() -> None:
@@ -361,6 +400,7 @@ def main() -> None:
         log(f"removed {cleared:,} contacts left by an earlier run")
 
     log_dir = Path(tempfile.mkdtemp(prefix="rapport-bench-routing-"))
+    graph_pid = listener_pid(urlparse(neo4j_settings.uri).port or 7687)
     levels = []
     routers = []
     try:
@@ -378,7 +418,8 @@ def main() -> None:
             reset_agents(driver, scale.prefix)
             time.sleep(1.0)
             log(f"{concurrency} concurrent clients for {scale.seconds:.0f} s (+{scale.warmup:.0f} s warm-up)")
-            levels.append(run_level(addresses, concurrency, scale))
+            pids = [r.popen.pid for r in routers if r.popen is not None]
+            levels.append(run_level(addresses, concurrency, scale, pids, graph_pid))
             clear_contacts(driver)
     finally:
         for r in routers:

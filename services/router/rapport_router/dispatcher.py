@@ -215,7 +215,7 @@ class Dispatcher:
         for pair in pairs:
             record, match, req = plans[pair.row]
             ranked, ranked_scores = match.rank(np.flatnonzero(rows[pair.row].eligible))
-            explanation = match.explain(pair.agent, [int(i) for i in ranked], [float(s) for s in ranked_scores])
+            explanation = match.explain(pair.agent, ranked, ranked_scores)
             agent_id = roster.ids[pair.agent]
             offer = OfferInfo(
                 offer_id=offer_id(record.id, record.attempts + 1),

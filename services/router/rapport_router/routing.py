@@ -75,6 +75,8 @@ class RosterCache:
         self._roster = Roster(())
         self._records: dict[str, AgentRecord] = {}
         self._lock = threading.Lock()
+        # One refresh at a time; it reads the graph without `_lock`, which notes must not wait for.
+        self._refreshing = threading.Lock()
         self._refreshed_at = float("-inf")  # local clock at the start of the last refresh
         self._full_at = float("-inf")
         self._dirty = False
@@ -122,33 +124,38 @@ class RosterCache:
         return self._roster
 
     def refresh(self, if_older_than: float | None = None) -> None:
-        with self._lock:
+        with self._refreshing:
             if if_older_than is not None and self._refreshed_at >= if_older_than and not self._dirty:
                 return
             started = self._clock()
             full = started - self._full_at > _FULL_REFRESH_EVERY
             since = 0 if full else rev(self._refreshed_at - _REFRESH_OVERLAP)
-            changed = self._graph.agents_changed_since(since)
-            if full:
-                self._records = {}
-                self._full_at = started
-            rebuild = full or self._dirty
-            for record in changed:
-                known = self._records.get(record.id)
-                if (
-                    known is not None
-                    and known.updated_at
-                    and record.updated_at
-                    and record.updated_at < known.updated_at
-                ):
-                    continue
-                self._records[record.id] = record
-                if not rebuild and not self._roster.apply(record):
-                    rebuild = True
-            if rebuild:
-                self._roster = Roster(self._records.values())
-            self._dirty = False
-            self._refreshed_at = started
+            # Agents as this process last noted them are not decoded again.
+            changed = self._graph.agents_changed_since(since, None if full else self._records)
+            with self._lock:
+                self._apply(changed, full, started)
+
+    def _apply(self, changed: list[AgentRecord], full: bool, started: float) -> None:
+        """Holding `_lock`: a refresh's agents become the roster."""
+        noted = self._records
+        if full:
+            self._records = {}
+            self._full_at = started
+        rebuild = full or self._dirty
+        for read in changed:
+            # A note made while the graph was being read may be newer than the read.
+            known = noted.get(read.id)
+            newer = known is not None and known.updated_at and read.updated_at and read.updated_at < known.updated_at
+            if newer and not full:
+                continue
+            record = known if newer and known is not None else read
+            self._records[record.id] = record
+            if not rebuild and not self._roster.apply(record):
+                rebuild = True
+        if rebuild:
+            self._roster = Roster(self._records.values())
+        self._dirty = False
+        self._refreshed_at = started
 
     def forget(self, agent_id: str) -> None:
         """The agent is gone from the graph."""
@@ -397,9 +404,13 @@ class Router:
             if not self._inflight:
                 return idx
             claims = dict(self._inflight)
+        taken = np.zeros(roster.size, dtype=np.int64)
+        for agent_id, n in claims.items():
+            i = roster.index.get(agent_id)
+            if i is not None:
+                taken[i] = n
         room = roster.capacity_on(channel)[idx] - roster.active_on(channel)[idx]
-        taken = np.array([claims.get(roster.ids[i], 0) for i in idx])
-        kept = idx[room > taken]
+        kept = idx[room > taken[idx]]
         return kept if len(kept) else idx
 
     def _offer(
@@ -451,7 +462,7 @@ class Router:
             best = int(ranked[0])
             agent_id = roster.ids[best]
             attempt = 1 if new_props is not None else attempts + 1
-            explanation = match.explain(best, [int(i) for i in ranked], [float(s) for s in scores])
+            explanation = match.explain(best, ranked, scores)
             offer = OfferInfo(
                 offer_id=offer_id(spec.id, attempt),
                 agent_id=agent_id,

@@ -14,8 +14,10 @@ lost in a broken connection is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -79,6 +81,10 @@ def _ms(at: float) -> int:
     return int(at * 1000)
 
 
+# `$now` in a statement: the time of the change, passed as epoch milliseconds (see `_ms`).
+_NOW = "datetime({epochMillis: $now})"
+
+
 def _seconds(millis: Any) -> float | None:
     """Epoch milliseconds (as the projections return times) to epoch seconds."""
     return None if millis is None else float(millis) / 1000.0
@@ -106,33 +112,38 @@ AGENT = """{id: a.id, status: a.status, display_name: a.display_name, languages:
 _CONTACT_TIMES = ("created_at", "offered_at", "offer_expires_at", "accepted_at", "ended_at")
 
 
-def contact_projection(var: str = "c") -> str:
+def contact_projection(var: str = "c", *, explained: bool = True) -> str:
     times = ", ".join(f"{t}: {var}.{t}.epochMillis" for t in _CONTACT_TIMES)
-    return f"{var} {{.*, {times}, updated_at: null, outbox_at: null, event_published_at: null}}"
+    dropped = "updated_at: null, outbox_at: null, event_published_at: null"
+    if not explained:
+        dropped += ", explanation: null"
+    return f"{var} {{.*, {times}, {dropped}}}"
 
 
 CONTACT = contact_projection()
+# Without the offer's explanation (a few kB), for the answers and events that leave it out.
+CONTACT_BRIEF = contact_projection(explained=False)
 
 
 UPSERT_AGENT = f"""
 MERGE (a:Agent {{id: $id}})
 SET a.rev = $rev
 WITH a, a.created_at IS NULL AS created, a.status AS before
-SET a.created_at = coalesce(a.created_at, $now),
+SET a.created_at = coalesce(a.created_at, {_NOW}),
     a.display_name = $display_name,
     a.languages = $languages,
     a.teams = $teams,
     a.skill_names = $skill_names,
     a.skill_levels = $skill_levels,
     a.channels = $channels,
-    a.updated_at = $now,
+    a.updated_at = {_NOW},
     a.rev = $rev
 SET a += $capacity
 FOREACH (ch IN $channels | SET a['active_' + ch] = coalesce(a['active_' + ch], 0))
 SET a.status = coalesce($status, a.status, 'offline')
-SET a.status_changed_at = CASE WHEN before IS NULL OR before <> a.status THEN $now ELSE a.status_changed_at END
+SET a.status_changed_at = CASE WHEN before IS NULL OR before <> a.status THEN {_NOW} ELSE a.status_changed_at END
 SET a.idle_since = CASE
-      WHEN a.status = 'available' AND coalesce(before, '') <> 'available' AND {_total_active("a")} = 0 THEN $now
+      WHEN a.status = 'available' AND coalesce(before, '') <> 'available' AND {_total_active("a")} = 0 THEN {_NOW}
       ELSE a.idle_since END
 WITH a, created
 OPTIONAL MATCH (a)-[old:HAS_SKILL]->(s:Skill)
@@ -150,10 +161,10 @@ SET_AGENT_STATUS = f"""
 MATCH (a:Agent {{id: $id}})
 SET a.rev = $rev
 WITH a, a.status AS before
-SET a.status = $status, a.updated_at = $now, a.rev = $rev
-SET a.status_changed_at = CASE WHEN before = $status THEN a.status_changed_at ELSE $now END
+SET a.status = $status, a.updated_at = {_NOW}, a.rev = $rev
+SET a.status_changed_at = CASE WHEN before = $status THEN a.status_changed_at ELSE {_NOW} END
 SET a.idle_since = CASE
-      WHEN $status = 'available' AND coalesce(before, '') <> 'available' AND {_total_active("a")} = 0 THEN $now
+      WHEN $status = 'available' AND coalesce(before, '') <> 'available' AND {_total_active("a")} = 0 THEN {_NOW}
       ELSE a.idle_since END
 RETURN {AGENT} AS agent, before
 """
@@ -187,16 +198,16 @@ RETURN c.id AS id, c.language AS language, c.tier AS tier, c.segment AS segment,
       {id: k.id, status: k.status, owner: k.owner_agent_id, title: k.title,
        proactive: k.proactive, attach_until: k.attach_until.epochMillis}] AS cases,
   COLLECT {
-      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $effort_since
+      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= datetime({epochMillis: $effort_since})
       RETURN [i.event_id, i.at.epochMillis, i.kind, i.outcome, i.sentiment]
       ORDER BY i.at DESC LIMIT 20 } AS recent,
   COLLECT {
-      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $effort_since
+      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= datetime({epochMillis: $effort_since})
       RETURN [i.at.epochSeconds, i.at.nanosecond, i.channel, i.kind, i.direction, i.topic, i.intent, i.outcome,
               i.answer, i.article_id, i.flow_id, i.step, i.contact_id, i.facts]
       ORDER BY i.at DESC, i.event_id DESC LIMIT $max_touchpoints } AS touchpoints,
   COLLECT {
-      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= $history_since AND i.agent_id IS NOT NULL
+      MATCH (c)-[:HAD]->(i:Interaction) WHERE i.at >= datetime({epochMillis: $history_since}) AND i.agent_id IS NOT NULL
       RETURN [i.event_id, i.at.epochMillis, i.agent_id, i.topic, i.outcome, i.csat, i.kind]
       ORDER BY i.at DESC LIMIT 15 } AS handled,
   COLLECT {
@@ -258,7 +269,7 @@ SET a.rev = $rev
 WITH a, {_AGENT_FREE} AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET a[$active_key] = coalesce(a[$active_key], 0) + 1,
-        a.idle_since = null, a.last_offer_at = $now, a.updated_at = $now, a.rev = $rev
+        a.idle_since = null, a.last_offer_at = {_NOW}, a.updated_at = {_NOW}, a.rev = $rev
     CREATE (c:Contact)
     SET c = $contact, c.agent_id = a.id, c.state = 'offered',
         c.created_at = datetime({{epochMillis: c.created_ms}}), c.updated_at = c.created_at,
@@ -270,7 +281,7 @@ RETURN ok, {AGENT} AS agent
 # A waiting contact, offered: lock the contact, then the agent; both must still qualify.
 RESERVE_WAITING = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c.updated_at = $now
+SET c.updated_at = {_NOW}
 WITH c
 MATCH (a:Agent {{id: $agent_id}})
 SET a.rev = $rev
@@ -278,11 +289,11 @@ WITH c, a, c.state = 'waiting' AS waiting, a.id IN coalesce(c.declined_by, []) A
 WITH c, a, waiting, declined, waiting AND NOT declined AND free AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET a[$active_key] = coalesce(a[$active_key], 0) + 1,
-        a.idle_since = null, a.last_offer_at = $now, a.updated_at = $now, a.rev = $rev
+        a.idle_since = null, a.last_offer_at = {_NOW}, a.updated_at = {_NOW}, a.rev = $rev
     SET c += $offer, c.state = 'offered', c.agent_id = a.id, c.offer_attempt = coalesce(c.offer_attempt, 0) + 1,
         c.offered_at = datetime({{epochMillis: $offered_ms}}),
         c.offer_expires_at = datetime({{epochMillis: $expires_ms}}),
-        c.updated_at = $now
+        c.updated_at = {_NOW}
     SET c.offer_id = c.id + '{OFFER_SEPARATOR}' + toString(c.offer_attempt))
 RETURN ok, waiting, declined, {AGENT} AS agent, {CONTACT} AS contact
 """
@@ -299,8 +310,8 @@ def _release_agent(var: str = "a") -> str:
     return f"""
     SET {var}.rev = $rev
     SET {var}[{key}] = CASE WHEN coalesce({var}[{key}], 0) > 0 THEN {var}[{key}] - 1 ELSE 0 END,
-        {var}.updated_at = $now, {var}.rev = $rev
-    SET {var}.idle_since = CASE WHEN {_total_active(var)} = 0 THEN coalesce({var}.idle_since, $now)
+        {var}.updated_at = {_NOW}, {var}.rev = $rev
+    SET {var}.idle_since = CASE WHEN {_total_active(var)} = 0 THEN coalesce({var}.idle_since, {_NOW})
                                 ELSE {var}.idle_since END"""
 
 
@@ -308,80 +319,80 @@ def _release_agent(var: str = "a") -> str:
 # to be offered to that agent, whose capacity is freed.
 RELEASE_OFFER = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c.updated_at = $now
+SET c.updated_at = {_NOW}
 WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND ($agent_id IS NULL OR c.agent_id = $agent_id) AS ok
 OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok
 FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET c.declined_by = coalesce(c.declined_by, []) + c.agent_id,
-        c.last_offer_end = $reason, c.last_offer_note = $note, c.state = 'waiting', c.updated_at = $now,
+        c.last_offer_end = $reason, c.last_offer_note = $note, c.state = 'waiting', c.updated_at = {_NOW},
         {_OFFER_FIELDS})
 RETURN ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
 ACCEPT_OFFER = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c.updated_at = $now
+SET c.updated_at = {_NOW}
 WITH c, c.state = 'offered' AND c.offer_id = $offer_id AND c.agent_id = $agent_id
-        AND c.offer_expires_at >= $now AS ok
+        AND c.offer_expires_at >= {_NOW} AS ok
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
-    SET c.state = 'assigned', c.accepted_at = $now, c.updated_at = $now)
+    SET c.state = 'assigned', c.accepted_at = {_NOW}, c.updated_at = {_NOW})
 WITH c, ok
 // The first agent to take up a proactive case owns it: continuity prefers them from then on.
 OPTIONAL MATCH (k:Case {{id: c.case_id}}) WHERE ok AND k.proactive AND k.owner_agent_id IS NULL
 FOREACH (_ IN CASE WHEN k IS NULL THEN [] ELSE [1] END | SET k.owner_agent_id = c.agent_id, c.owns_case = true)
-RETURN ok, {CONTACT} AS contact
+RETURN ok, {CONTACT_BRIEF} AS contact
 """
 
 COMPLETE_CONTACT = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c.updated_at = $now
+SET c.updated_at = {_NOW}
 WITH c, c.state AS before, c.state = 'assigned' AND ($agent_id IS NULL OR c.agent_id = $agent_id) AS ok
 OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok
 FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
-    SET c += $ending, c.state = 'completed', c.ended_at = $now, c.updated_at = $now,
+    SET c += $ending, c.state = 'completed', c.ended_at = {_NOW}, c.updated_at = {_NOW},
         c.handle_seconds = coalesce($ending.handle_seconds,
-                                   toInteger(round(duration.inSeconds(c.accepted_at, $now).seconds))),
-        c.event_id = $event_id, c.outbox_at = $now
+                                   toInteger(round(duration.inSeconds(c.accepted_at, {_NOW}).seconds))),
+        c.event_id = $event_id, c.outbox_at = {_NOW}
     SET c:Outbox)
-RETURN before, ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
+RETURN before, ok, {CONTACT_BRIEF} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
 CANCEL_CONTACT = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c.updated_at = $now
+SET c.updated_at = {_NOW}
 WITH c, c.state AS before, c.state IN ['waiting', 'offered'] AS ok
 OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok AND before = 'offered'
 FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET c.last_offer_end = CASE WHEN before = 'offered' THEN 'cancelled' ELSE c.last_offer_end END,
-        c.state = 'cancelled', c.end_reason = $reason, c.ended_at = $now, c.updated_at = $now,
-        c.event_id = $event_id, c.outbox_at = $now,
+        c.state = 'cancelled', c.end_reason = $reason, c.ended_at = {_NOW}, c.updated_at = {_NOW},
+        c.event_id = $event_id, c.outbox_at = {_NOW},
         {_OFFER_FIELDS}
     SET c:Outbox)
-RETURN before, ok, {CONTACT} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
+RETURN before, ok, {CONTACT_BRIEF} AS contact, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
 # A contact Rapport queued itself (`origin`), taken over by one the customer made: it ends
 # without an ending event (nobody abandoned anything) and frees the agent it was offered to.
 SUPERSEDE_CONTACT = f"""
 MATCH (c:Contact {{id: $contact_id}})
-SET c.updated_at = $now
+SET c.updated_at = {_NOW}
 WITH c, c.state AS before, c.state IN ['waiting', 'offered'] AND c.origin IS NOT NULL AS ok
 OPTIONAL MATCH (a:Agent {{id: c.agent_id}}) WHERE ok AND before = 'offered'
 FOREACH (_ IN CASE WHEN a IS NOT NULL THEN [1] ELSE [] END | {_release_agent()})
 FOREACH (_ IN CASE WHEN ok THEN [1] ELSE [] END |
     SET c.last_offer_end = CASE WHEN before = 'offered' THEN 'superseded' ELSE c.last_offer_end END,
         c.state = 'cancelled', c.end_reason = 'superseded', c.superseded_by = $by,
-        c.ended_at = $now, c.updated_at = $now,
+        c.ended_at = {_NOW}, c.updated_at = {_NOW},
         {_OFFER_FIELDS})
 RETURN ok, CASE WHEN a IS NULL THEN null ELSE {AGENT} END AS agent
 """
 
-EXPIRED_OFFERS = """
-MATCH (c:Contact {state: 'offered'})
-WHERE c.offer_expires_at < $now
+EXPIRED_OFFERS = f"""
+MATCH (c:Contact {{state: 'offered'}})
+WHERE c.offer_expires_at < {_NOW}
 RETURN c.id AS id, c.offer_id AS offer_id
 ORDER BY c.offer_expires_at
 LIMIT $limit
@@ -449,17 +460,17 @@ RETURN c.channel AS channel, count(*) AS waiting
 
 OUTBOX_DUE = f"""
 MATCH (c:Outbox)
-WHERE c.outbox_at < $before
+WHERE c.outbox_at < datetime({{epochMillis: $before}})
 WITH c ORDER BY c.outbox_at LIMIT $limit
-SET c.outbox_at = $now
-RETURN {CONTACT} AS contact
+SET c.outbox_at = {_NOW}
+RETURN {CONTACT_BRIEF} AS contact
 """
 
-OUTBOX_DONE = """
+OUTBOX_DONE = f"""
 UNWIND $ids AS id
-MATCH (c:Contact:Outbox {id: id})
+MATCH (c:Contact:Outbox {{id: id}})
 REMOVE c:Outbox
-SET c.event_published_at = $now
+SET c.event_published_at = {_NOW}
 """
 
 # ---------------------------------------------------------------- statistics
@@ -787,8 +798,31 @@ class RouterGraph:
         self._driver = driver
         self._database = database
         self.ageing_seconds = ageing_seconds
+        # One session per thread and access mode, reused: building a session costs more than the
+        # smaller statements. A session holds a connection only while a statement runs.
+        self._sessions = threading.local()
 
     # -- plumbing
+
+    def _session(self, write: bool) -> neo4j.Session:
+        session: neo4j.Session | None = getattr(self._sessions, "write" if write else "read", None)
+        if session is None:
+            session = self._driver.session(
+                database=self._database,
+                default_access_mode=neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS,
+                # Properties absent from a young graph (segment, owner_agent_id) are expected.
+                notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
+            )
+            setattr(self._sessions, "write" if write else "read", session)
+        return session
+
+    def _drop_session(self, write: bool) -> None:
+        """After a failure the session's state is unknown: the next statement opens a new one."""
+        session: neo4j.Session | None = getattr(self._sessions, "write" if write else "read", None)
+        setattr(self._sessions, "write" if write else "read", None)
+        if session is not None:
+            with contextlib.suppress(*GRAPH_ERRORS):
+                session.close()
 
     def run(self, text: str, params: Mapping[str, Any], *, write: bool, what: str) -> list[neo4j.Record]:
         """One statement, one transaction, within the current deadline; transient failures retried."""
@@ -797,14 +831,12 @@ class RouterGraph:
         while True:
             left = deadline.check(what)
             try:
-                with self._driver.session(
-                    database=self._database,
-                    default_access_mode=neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS,
-                    # Properties absent from a young graph (segment, owner_agent_id) are expected.
-                    notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
-                ) as session:
-                    result = session.run(neo4j.Query(text, timeout=max(0.001, left)), dict(params))  # type: ignore[arg-type]
+                try:
+                    result = self._session(write).run(neo4j.Query(text, timeout=max(0.001, left)), dict(params))  # type: ignore[arg-type]
                     return list(result)
+                except BaseException:
+                    self._drop_session(write)
+                    raise
             except ConstraintError:
                 raise
             except (ServiceUnavailable, SessionExpired):
@@ -842,7 +874,7 @@ class RouterGraph:
             UPSERT_AGENT,
             "upsert agent",
             id=agent.id,
-            now=_now_dt(now),
+            now=_ms(now),
             rev=rev(now),
             display_name=agent.display_name,
             languages=list(agent.languages),
@@ -858,7 +890,7 @@ class RouterGraph:
 
     def set_agent_status(self, agent_id: str, status: AgentStatus, now: float) -> tuple[AgentRecord, str | None] | None:
         records = self.write(
-            SET_AGENT_STATUS, "set agent status", id=agent_id, status=status.value, now=_now_dt(now), rev=rev(now)
+            SET_AGENT_STATUS, "set agent status", id=agent_id, status=status.value, now=_ms(now), rev=rev(now)
         )
         if not records:
             return None
@@ -879,16 +911,23 @@ class RouterGraph:
         )
         return [agent_from_props(r["agent"]) for r in records]
 
-    def agents_changed_since(self, since_rev: int) -> list[AgentRecord]:
-        """Agents whose router-owned properties changed at or after `since_rev` (ms)."""
-        return [agent_from_props(r["agent"]) for r in self.read(AGENTS_CHANGED, "read agents", since=since_rev)]
+    def agents_changed_since(self, since_rev: int, known: Mapping[str, AgentRecord] | None = None) -> list[AgentRecord]:
+        """Agents whose router-owned properties changed at or after `since_rev` (ms), but for
+        those `known` as of the same change (every change sets `updated_at`)."""
+        changed = []
+        for r in self.read(AGENTS_CHANGED, "read agents", since=since_rev):
+            props = r["agent"]
+            seen = known.get(props["id"]) if known is not None else None
+            if seen is None or seen.updated_at is None or seen.updated_at != _seconds(props["updated_at"]):
+                changed.append(agent_from_props(props))
+        return changed
 
     # -- customers
 
     def _windows(self, now: float, params: ScoringParams) -> dict[str, datetime | int]:
         return {
-            "effort_since": _now_dt(now - params.effort_days * DAY),
-            "history_since": _now_dt(now - 3 * params.continuity_days * DAY),
+            "effort_since": _ms(now - params.effort_days * DAY),
+            "history_since": _ms(now - 3 * params.continuity_days * DAY),
             "max_touchpoints": MAX_TOUCHPOINTS,
         }
 
@@ -951,7 +990,7 @@ class RouterGraph:
                 contact=contact,
                 offered_ms=_ms(offer.offered_at),
                 expires_ms=_ms(offer.expires_at),
-                now=_now_dt(now),
+                now=_ms(now),
                 rev=rev(now),
                 **self._keys(channel),
             )
@@ -976,7 +1015,7 @@ class RouterGraph:
             offer={k: v for k, v in offer_props(offer).items() if v is not None},
             offered_ms=_ms(offer.offered_at),
             expires_ms=_ms(offer.expires_at),
-            now=_now_dt(now),
+            now=_ms(now),
             rev=rev(now),
             **self._keys(channel),
         )
@@ -1014,7 +1053,7 @@ class RouterGraph:
             agent_id=agent_id,
             reason=reason,
             note=note,
-            now=_now_dt(now),
+            now=_ms(now),
             rev=rev(now),
         )
         if not records:
@@ -1026,7 +1065,7 @@ class RouterGraph:
         self, contact_id: str, offer_id: str, agent_id: str, now: float
     ) -> tuple[bool, ContactRecord | None]:
         records = self.write(
-            ACCEPT_OFFER, "accept offer", contact_id=contact_id, offer_id=offer_id, agent_id=agent_id, now=_now_dt(now)
+            ACCEPT_OFFER, "accept offer", contact_id=contact_id, offer_id=offer_id, agent_id=agent_id, now=_ms(now)
         )
         if not records:
             return False, None
@@ -1042,7 +1081,7 @@ class RouterGraph:
             agent_id=agent_id,
             ending={"handle_seconds": None, **{k: v for k, v in ending.items()}},
             event_id=event_id,
-            now=_now_dt(now),
+            now=_ms(now),
             rev=rev(now),
         )
         if not records:
@@ -1064,7 +1103,7 @@ class RouterGraph:
             contact_id=contact_id,
             reason=reason,
             event_id=event_id,
-            now=_now_dt(now),
+            now=_ms(now),
             rev=rev(now),
         )
         if not records:
@@ -1094,7 +1133,7 @@ class RouterGraph:
     def supersede(self, contact_id: str, by: str, now: float) -> tuple[bool, AgentRecord | None]:
         """Ends a waiting or offered contact Rapport queued itself; returns (ended, agent freed)."""
         records = self.write(
-            SUPERSEDE_CONTACT, "supersede contact", contact_id=contact_id, by=by, now=_now_dt(now), rev=rev(now)
+            SUPERSEDE_CONTACT, "supersede contact", contact_id=contact_id, by=by, now=_ms(now), rev=rev(now)
         )
         if not records:
             return False, None
@@ -1102,7 +1141,7 @@ class RouterGraph:
         return bool(r["ok"]), agent_from_props(r["agent"]) if r["agent"] else None
 
     def expired_offers(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
-        records = self.read(EXPIRED_OFFERS, "find expired offers", now=_now_dt(now), limit=limit)
+        records = self.read(EXPIRED_OFFERS, "find expired offers", now=_ms(now), limit=limit)
         return [(r["id"], r["offer_id"]) for r in records]
 
     def offers_for_agents(self, agent_ids: Sequence[str]) -> list[ContactRecord]:
@@ -1139,12 +1178,12 @@ class RouterGraph:
 
     def outbox_due(self, before: float, now: float, limit: int = 100) -> list[ContactRecord]:
         """Contacts whose event is unpublished since before `before`; claimed until the next retry."""
-        records = self.write(OUTBOX_DUE, "claim outbox", before=_now_dt(before), now=_now_dt(now), limit=limit)
+        records = self.write(OUTBOX_DUE, "claim outbox", before=_ms(before), now=_ms(now), limit=limit)
         return [contact_from_props(r["contact"]) for r in records]
 
     def outbox_done(self, contact_ids: Sequence[str], now: float) -> None:
         if contact_ids:
-            self.write(OUTBOX_DONE, "mark events published", ids=list(contact_ids), now=_now_dt(now))
+            self.write(OUTBOX_DONE, "mark events published", ids=list(contact_ids), now=_ms(now))
 
     # -- statistics
 

@@ -40,7 +40,7 @@ import numpy as np
 from rapport.effort import NANOS, Effort, customer_effort
 from rapport_router.domain.model import MAX_PRIORITY, MAX_SKILL_LEVEL, ContactSpec, CustomerContext, ServedBy
 from rapport_router.domain.performance import Fresh, Performance
-from rapport_router.domain.roster import FloatArray, Roster
+from rapport_router.domain.roster import FloatArray, IntArray, Roster
 
 FACTORS = ("skill", "affinity", "similar_customers", "continuity", "idle_time", "priority", "preferred_agent")
 DAY = 86400.0
@@ -429,8 +429,8 @@ class Match:
         order = np.lexsort((idx, since, -np.round(scores, 9)))
         return idx[order], scores[order]
 
-    def _factor_list(self, i: int) -> tuple[Factor, ...]:
-        values = self.factors(np.array([i]))[:, 0]
+    def _factor_list(self, i: int, values: FloatArray) -> tuple[Factor, ...]:
+        """Agent `i`'s factors, from its column of `factors`."""
         out = []
         for k, name in enumerate(FACTORS):
             w = float(self.weights[k])
@@ -563,21 +563,29 @@ class Match:
                 )
         return out
 
-    def explain(self, i: int, ranked: Sequence[int], ranked_scores: Sequence[float]) -> Explanation:
+    def explain(
+        self, i: int, ranked: Sequence[int] | IntArray, ranked_scores: Sequence[float] | FloatArray
+    ) -> Explanation:
         """Why agent `i` (roster index), given the eligible agents ranked best first."""
-        factors = self._factor_list(i)
-        score = round(float(self.scores(np.array([i]))[0]), 4)
+        others: list[tuple[int, float]] = []
+        for j, s in zip(ranked, ranked_scores, strict=True):
+            if len(others) == MAX_RUNNER_UPS:
+                break
+            if j != i:
+                others.append((int(j), float(s)))
+        # The factors of the agent and its runner-ups, computed together.
+        values = self.factors(np.array([i, *(j for j, _ in others)], dtype=np.int64))
+        factors = self._factor_list(i, values[:, 0])
+        score = round(float(self.weights @ values[:, 0] / self.weight_sum), 4)
         top = sorted((f for f in factors if f.contribution > 0), key=lambda f: -f.contribution)[:2]
         agent_id = self.roster.ids[i]
         summary = f"{agent_id} (score {score:.2f})"
         if top:
             summary += ": " + "; ".join(f"{f.name.replace('_', ' ')}: {f.detail}" for f in top)
-        runner_ups: list[RunnerUp] = []
-        for j, s in zip(ranked, ranked_scores, strict=True):
-            if len(runner_ups) == MAX_RUNNER_UPS:
-                break
-            if j != i:
-                runner_ups.append(RunnerUp(self.roster.ids[j], round(float(s), 4), self._factor_list(int(j))))
+        runner_ups = [
+            RunnerUp(self.roster.ids[j], round(s, 4), self._factor_list(j, values[:, k + 1]))
+            for k, (j, s) in enumerate(others)
+        ]
         return Explanation(
             agent_id=agent_id,
             score=score,
