@@ -152,10 +152,18 @@ def test_an_unmerge_after_later_events_restores_both_histories_exactly(stack: St
     ana_before = [f"{uid}-a{n:03d}" for n in range(210)]
     stack.send(
         *(
-            interaction(e, ana, at=BASE_TIME + n * timedelta(minutes=1), agent_id=g1 if n % 2 else None,
-                        outcome=ev.OUTCOME_RESOLVED if n % 4 == 1 else ev.OUTCOME_UNSPECIFIED)
+            interaction(
+                e,
+                ana,
+                at=BASE_TIME + n * timedelta(minutes=1),
+                agent_id=g1 if n % 2 else None,
+                outcome=ev.OUTCOME_RESOLVED if n % 4 == 1 else ev.OUTCOME_UNSPECIFIED,
+            )
             for n, e in enumerate(ana_before)
-        ),
+        )
+    )
+    # Bob after Ana, so Ana is the older customer: the survivor of their merge.
+    stack.send(
         interaction(f"{uid}-b1", bob, at=BASE_TIME + 5 * HOUR, agent_id=g1, csat=3,
                     traits=ev.CustomerTraits(display_name="Bob"), device=ev.Device(id=f"dev-{uid}")),
         interaction(f"{uid}-b2", bob, at=BASE_TIME + 6 * HOUR, agent_id=g2),
