@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -123,21 +122,19 @@ def _columns(scan: RangeScan) -> _Columns:
     texts = np.zeros((len(_CODED), unique), dtype=np.int64)
     for j, name in enumerate(_CODED):
         texts[j], vocab[name] = _coded([p[j] if len(p) > j else "" for p in parts])
-    fact_words = vocab["fact"] = _Vocabulary()
-    tokens = fact_words.codes
-    facts = [
-        [tokens.setdefault(token, len(tokens)) for token in p[6].split(digest.FACT)] if len(p) > 6 and p[6] else None
-        for p in parts
-    ]
-    fact_words.words = list(tokens)
+    # Facts: every distinct digest's tokens split and coded in one pass, then spread to the rows.
+    fact_texts = [p[6] if len(p) > 6 else "" for p in parts]
+    fact_counts = np.fromiter((t.count(digest.FACT) + 1 if t else 0 for t in fact_texts), np.int64, count=unique)
+    all_tokens = digest.FACT.join(t for t in fact_texts if t).split(digest.FACT) if fact_counts.any() else []
+    token_codes, vocab["fact"] = _coded(all_tokens)
+    offsets = np.concatenate(([0], np.cumsum(fact_counts)[:-1])) if unique else np.zeros(0, dtype=np.int64)
+    with_facts = np.flatnonzero(fact_counts[codes] > 0)
+    per_row = fact_counts[codes[with_facts]]
+    fact_row = np.repeat(with_facts, per_row)
+    within = np.arange(len(fact_row)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    fact_codes = token_codes[np.repeat(offsets[codes[with_facts]], per_row) + within]
     article = texts[_CODED.index("article")]
     titles = {int(article[u]): p[7] for u, p in enumerate(parts) if len(p) > 7 and p[7] and article[u]}
-    fact_counts = np.array([len(f) if f else 0 for f in facts], dtype=np.int64)
-    with_facts = np.flatnonzero(fact_counts[codes] > 0)
-    fact_row = np.repeat(with_facts, fact_counts[codes[with_facts]])
-    fact_codes = np.fromiter(
-        chain.from_iterable(facts[u] or () for u in codes[with_facts].tolist()), dtype=np.int64, count=len(fact_row)
-    )
     row_enums = enums[codes]
     row_texts = texts[:, codes]
     return _Columns(
