@@ -117,13 +117,17 @@ def _columns(scan: RangeScan) -> _Columns:
     enums = np.where(letters == ord(digest.ABSENT), 0, letters - ord("a") + 1)
     for j, (_, names) in enumerate(digest.ENUMS):
         enums[:, j] = np.where((enums[:, j] < 0) | (enums[:, j] >= len(names)), 0, enums[:, j])
-    parts = [t[7:].split(digest.FIELD) if len(t) > 7 and t[0] == version else [] for t in uniques]
+    # Every distinct digest's text fields, padded to the eight of the format and split at once.
+    sep = digest.FIELD
+    width = len(_CODED) + 2
+    tails = [t[7:] if len(t) > 7 and t[0] == version and t.count(sep) < width + 1 else "" for t in uniques]
+    flat = sep.join(t + sep * (width - 1 - t.count(sep)) for t in tails).split(sep) if unique else []
     vocab: dict[str, _Vocabulary] = {}
     texts = np.zeros((len(_CODED), unique), dtype=np.int64)
     for j, name in enumerate(_CODED):
-        texts[j], vocab[name] = _coded([p[j] if len(p) > j else "" for p in parts])
+        texts[j], vocab[name] = _coded(flat[j::width])
     # Facts: every distinct digest's tokens split and coded in one pass, then spread to the rows.
-    fact_texts = [p[6] if len(p) > 6 else "" for p in parts]
+    fact_texts = flat[len(_CODED) :: width]
     fact_counts = np.fromiter((t.count(digest.FACT) + 1 if t else 0 for t in fact_texts), np.int64, count=unique)
     all_tokens = digest.FACT.join(t for t in fact_texts if t).split(digest.FACT) if fact_counts.any() else []
     token_codes, vocab["fact"] = _coded(all_tokens)
@@ -134,7 +138,7 @@ def _columns(scan: RangeScan) -> _Columns:
     within = np.arange(len(fact_row)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
     fact_codes = token_codes[np.repeat(offsets[codes[with_facts]], per_row) + within]
     article = texts[_CODED.index("article")]
-    titles = {int(article[u]): p[7] for u, p in enumerate(parts) if len(p) > 7 and p[7] and article[u]}
+    titles = {int(article[u]): title for u, title in enumerate(flat[width - 1 :: width]) if title and article[u]}
     row_enums = enums[codes]
     row_texts = texts[:, codes]
     return _Columns(
