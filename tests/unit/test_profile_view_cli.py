@@ -122,3 +122,30 @@ def test_an_unknown_kind_is_a_usage_error(app: typer.Typer):
     result = CliRunner().invoke(app, ["customer", "passport:123"])
     assert result.exit_code == 2
     assert "unknown identifier kind" in result.output
+
+
+def test_merges_show_the_merge_id_to_undo_them():
+    view = profile_pb2.GetCustomerResponse()
+    view.customer.customer_id = CID
+    view.customer.merges.add(
+        merge_id="mrg_00000000000000aa",
+        survivor_customer_id=CID,
+        absorbed_customer_id="cus_00000000000000b1",
+        linking_identity_keys=["crm:C-1"],
+        absorbed_interaction_count=3,
+    ).merged_at.FromDatetime(datetime(2025, 1, 6, 9, tzinfo=UTC))
+    view.customer.merges.add(
+        merge_id="mrg_00000000000000bb",
+        survivor_customer_id="cus_00000000000000b1",
+        absorbed_customer_id="cus_00000000000000c2",
+        absorbed_interaction_count=1,
+    )
+    lines = cli.render(view).splitlines()
+    assert "rapport merges undo MERGE_ID" in lines[-3]
+    assert (
+        lines[-2]
+        == "  mrg_00000000000000aa  2025-01-06 09:00  absorbed cus_00000000000000b1 via crm:C-1 (3 interactions)"
+    )
+    assert lines[-1] == (
+        "  mrg_00000000000000bb  -  absorbed cus_00000000000000c2 into cus_00000000000000b1 via - (1 interactions)"
+    )

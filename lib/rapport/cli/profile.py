@@ -131,12 +131,15 @@ def render(response: profile_pb2.GetCustomerResponse) -> str:
             f"Effort: {_name(timeline_pb2.EffortLevel, c.effort.level)} {c.effort.score}/100 over {days} days ({why})"
         )
     if c.merges:
-        lines.append("Merges:")
-        lines += [
-            f"  {_when(m.merged_at)} absorbed {m.absorbed_customer_id} via {', '.join(m.linking_identity_keys)} "
-            f"({m.absorbed_interaction_count} interactions)"
-            for m in c.merges
-        ]
+        # The merge id first: it is what `rapport merges undo` takes.
+        lines.append("Merges (undo one with: rapport merges undo MERGE_ID --reason ...):")
+        for m in c.merges:
+            # Earlier merges of customers this one absorbed name their own survivor.
+            into = f" into {m.survivor_customer_id}" if m.survivor_customer_id not in ("", c.customer_id) else ""
+            lines.append(
+                f"  {m.merge_id or '-'}  {_when(m.merged_at)}  absorbed {m.absorbed_customer_id}{into} "
+                f"via {', '.join(m.linking_identity_keys) or '-'} ({m.absorbed_interaction_count} interactions)"
+            )
     return "\n".join(lines)
 
 
