@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "rapport.cli.router",
     "rapport.cli.ops",
     "rapport.cli.journeys",
+    "rapport.cli.merges",
 )
 
 
