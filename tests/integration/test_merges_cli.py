@@ -259,11 +259,20 @@ def test_mistakes_denials_and_an_unreachable_service_are_one_line_each(shell: Sh
         (["approve", a, b, "--reason", "r"], None, 1, "error: UNAUTHENTICATED: "),
         (["candidates", "--address", f"127.0.0.1:{free_port()}", "--timeout", "3"], SUPERVISOR, 1,
          "error: UNAVAILABLE: "),
+        (["undo", "mrg_" + "0" * 16, "--reason", "r", "--timeout", "0.000001"], SUPERVISOR, 1,
+         "error: DEADLINE_EXCEEDED: "),
+        # Never sent: a token goes to another machine only over TLS.
+        (["candidates", "--address", "192.0.2.1:50051"], SUPERVISOR, 1, "error: refusing to send a bearer token"),
     ]  # fmt: skip
     for args, token, code, start in cases:
         result = shell.run("merges", *args, token=token)
         assert result.exit_code == code, (args, result.output)
         assert one_line_error(result).startswith(start), (args, result.stderr)
+    # No pair: whether or not the call reaches the service, nothing can be recorded.
+    late = shell.run("merges", "approve", a, "cus_" + "f" * 16, "--reason", "r", "--timeout", "0.000001")
+    assert late.exit_code == 1 and "the decision may still have been recorded" in late.stderr
+    slow = shell.run("merges", "candidates", "--customer", a, "--timeout", "0.000001")
+    assert slow.exit_code == 1 and "try a larger --timeout" in slow.stderr
     denied = shell.run("merges", "reject", a, b, "--reason", "r", token=AGENT)
     assert "supervisor's or admin's token" in denied.stderr
     missing = shell.run("merges", "approve", a, b)
