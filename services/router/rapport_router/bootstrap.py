@@ -86,7 +86,11 @@ def build(
 
     def kafka() -> EventSink:
         # Ending events are small: compressing them (in pure Python) costs more than it saves.
-        return InteractionPublisher(config.kafka, client_id="rapport-router", compression_type=None)
+        # Nobody waits for them (the graph's outbox mark keeps them safe), so they wait to share
+        # a request: the producer's per-request work is most of its cost. Its metrics go unread.
+        return InteractionPublisher(
+            config.kafka, client_id="rapport-router", compression_type=None, linger_ms=50, metrics_enabled=False
+        )
 
     outbox = Outbox(
         graph,
