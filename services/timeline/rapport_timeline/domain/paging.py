@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rapport.errors import InvalidArgument
 from rapport_timeline.domain.cursor import PageToken, Position, decode_page_token, encode_page_token, fingerprint
@@ -98,6 +99,7 @@ class PageQuery:
         return self.limit + 1
 
 
+@lru_cache(maxsize=1024)  # clients page with a handful of filters; a digest costs more than a lookup
 def query_fingerprint(order: Order, filter: InteractionFilter) -> bytes:
     return fingerprint("list", order.value, filter.canonical())
 
