@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 PARTITION_REFRESH_SECONDS = 30.0
 RETRY_SECONDS = 2.0
+# An idle tail wakes seldom: it shares the GIL with request threads, and a fetch the broker holds
+# returns as soon as a record arrives (so these do not delay live delivery).
+FETCH_MAX_WAIT_MS = 500
+POLL_MS = 1000
 
 
 class WatchClosed(Exception):
@@ -177,7 +181,7 @@ class CustomerUpdatesTail:
             "client_id": "rapport-timeline",
             "group_id": None,
             "enable_auto_commit": False,
-            "fetch_max_wait_ms": 100,
+            "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
             "request_timeout_ms": max(int(self._settings.request_timeout * 1000), 1000) + 1000,
         }
         config.update(self._settings.kafka_python_kwargs())
@@ -215,7 +219,7 @@ class CustomerUpdatesTail:
                 log.info("tailing customer updates", extra={"partitions": len(assigned)})
                 refreshed = time.monotonic()
                 while not self._stop.is_set():
-                    batches = consumer.poll(timeout_ms=200)
+                    batches = consumer.poll(timeout_ms=POLL_MS)
                     for tp, records in batches.items():
                         for record in records:
                             self._dispatch(record.value)
