@@ -21,7 +21,8 @@ STRIMZI_CRDS_SHA256 := b99f69303dc507ca505b74345d93f5260621bb084b8b79447f726e54b
 export RAPPORT_TOOLS_CACHE := $(CACHE)
 
 .PHONY: help install protos protos-check lint deploy-tools up down status clean provision test demo \
-	bench bench-ingest bench-timeline bench-routing bench-quality bench-fuzz
+	bench bench-ingest bench-timeline bench-routing bench-quality bench-fuzz bench-journeys \
+	bench-erasure bench-merge-review
 
 help:
 	@echo "make demo    run Rapport locally (servers, topics, schema)"
@@ -105,7 +106,7 @@ demo: install
 	if [ $$was_up = 0 ] && [ -z "$$keep" ]; then $(PY) -m rapport.devstack down; fi; \
 	exit $$rc
 
-bench: bench-ingest bench-timeline bench-routing bench-quality
+bench: bench-ingest bench-timeline bench-routing bench-quality bench-journeys
 
 bench-ingest: up
 	$(PY) bench/ingest.py $(BENCH_ARGS)
@@ -119,6 +120,18 @@ bench-routing: up
 # Routing quality: the simulator's policies over several seeds (table, JSON and a PNG).
 bench-quality: up
 	$(PY) bench/quality.py $(BENCH_ARGS)
+
+# Journey report over >=500,000 interactions (seeded under its own prefix, removed afterwards).
+bench-journeys: up
+	$(PY) bench/journeys.py $(BENCH_ARGS)
+
+# ForgetCustomer by history size, tombstone screening cost in the worker, retention purge rate.
+bench-erasure: up
+	$(PY) bench/erasure.py $(BENCH_ARGS)
+
+# UnmergeCustomer and ApproveMergeCandidate by history size.
+bench-merge-review: up
+	$(PY) bench/merge_review.py $(BENCH_ARGS)
 
 # The long hostile-input run (>=100,000 inputs); a short one is part of `make test`.
 bench-fuzz: up
