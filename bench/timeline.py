@@ -7,7 +7,8 @@ Needs the local Kafka and Neo4j (`make up`). Seeds the graph once (reused by lat
 `python -m rapport_timeline` and the profile ingest worker as child processes, then measures:
 - ListInteractions, page of 50: the first page and a deep page (position 5,000, or 500 with
   --quick), and GetHandoffContext, each at 1, 10 and 50 concurrent clients (client processes,
-  one channel each): p50/p95/p99 latency and requests/s;
+  one channel each): p50/p95/p99 latency, requests/s, and the timeline server's CPU time per
+  request (steady on a shared machine, where latencies are not; the load average is noted too);
 - WatchTimeline: produce (InteractionPublisher -> rapport interactions topic) -> ingest worker ->
   graph commit -> CustomerUpdated -> timeline -> delivery on the stream: p50/p95.
 Prints a table and writes bench/results/timeline.json.
@@ -51,6 +52,8 @@ from rapport_profile.worker_process import WorkerProcess, free_port, worker_env
 RESULTS = Path(__file__).resolve().parent / "results" / "timeline.json"
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 CONCURRENCY = (1, 10, 50)
+# Seconds for the client processes to start (and import grpc) before the clock starts.
+SPAWN_LEAD = 5.0
 CHANNELS = [
     (ev.CHANNEL_VOICE, ev.INTERACTION_KIND_CALL),
     (ev.CHANNEL_EMAIL, ev.INTERACTION_KIND_MESSAGE),
@@ -176,12 +179,40 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def load(address: str, method: str, request: Any, clients: int, seconds: float) -> dict[str, Any]:
+class CpuWindow:
+    """A process's CPU seconds (user + system) between two moments, sampled from a thread: the
+    server's CPU per request holds steady on a shared machine, where latencies do not."""
+
+    def __init__(self, process: psutil.Process | None, start_at: float, stop_at: float) -> None:
+        self.seconds: float | None = None
+        self._thread = threading.Thread(target=self._sample, args=(process, start_at, stop_at), daemon=True)
+        if process is not None:
+            self._thread.start()
+
+    def _sample(self, process: psutil.Process, start_at: float, stop_at: float) -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        before = process.cpu_times()
+        time.sleep(max(0.0, stop_at - time.time()))
+        after = process.cpu_times()
+        self.seconds = (after.user - before.user) + (after.system - before.system)
+
+    def result(self) -> float | None:
+        if self._thread.is_alive():
+            self._thread.join()
+        return self.seconds
+
+
+def load(
+    address: str, method: str, request: Any, clients: int, seconds: float, server: psutil.Process | None = None
+) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     processes = min(clients, 4)
-    start_at = time.time() + 3.0
+    start_at = time.time() + SPAWN_LEAD
     stop_at = start_at + seconds
+    # Half a second off each end: the clients' first and last calls are not all in step.
+    cpu = CpuWindow(server, start_at + 0.5, stop_at - 0.5)
+    load_average = os.getloadavg()[0]
     procs = []
     for p in range(processes):
         threads = clients // processes + (1 if p < clients % processes else 0)
@@ -199,6 +230,8 @@ def load(address: str, method: str, request: Any, clients: int, seconds: float) 
         errors += failed
     for proc in procs:
         proc.join(30)
+    server_cpu = cpu.result()
+    in_window = len(latencies) * (seconds - 1.0) / seconds
     return {
         "clients": clients,
         "requests": len(latencies),
@@ -207,6 +240,8 @@ def load(address: str, method: str, request: Any, clients: int, seconds: float) 
         "p50_ms": round(percentile(latencies, 50) * 1e3, 2),
         "p95_ms": round(percentile(latencies, 95) * 1e3, 2),
         "p99_ms": round(percentile(latencies, 99) * 1e3, 2),
+        "server_cpu_ms": round(server_cpu * 1e3 / in_window, 3) if server_cpu is not None and in_window else None,
+        "load_average": round(load_average, 2),
     }
 
 
@@ -353,13 +388,15 @@ def main() -> None:
             ),
             ("handoff context", "GetHandoffContext", tl.GetHandoffContextRequest(customer=by_id)),
         ]
+        server_process = psutil.Process(server.pid)
         for name, method, request in scenarios:
             results["unary"][name] = []
             for clients in CONCURRENCY:
-                row = load(address, method, request, clients, seconds)
+                row = load(address, method, request, clients, seconds, server_process)
                 results["unary"][name].append(row)
                 log(
-                    f"{name:<18} {clients:>2} clients: p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms {row['rps']} req/s"
+                    f"{name:<18} {clients:>2} clients: p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
+                    f"{row['rps']} req/s, server CPU {row['server_cpu_ms']} ms/request, load {row['load_average']}"
                 )
 
         env = worker_env(kafka, neo4j_settings, group=f"bench-{run}", port=free_port(), batch_size=200, linger=0.01)
@@ -376,12 +413,15 @@ def main() -> None:
         f"{total_customers} customers in the graph, {seconds:.0f}s per step, {psutil.cpu_count()} CPUs"
     )
     print(f"cold first page (index build): {results['cold_first_page_ms']} ms")
-    print(f"{'scenario':<20}{'clients':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")
+    print(
+        f"{'scenario':<20}{'clients':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}"
+        f"{'srv CPU ms/req':>16}{'load avg':>10}"
+    )
     for name, rows in results["unary"].items():
         for row in rows:
             print(
                 f"{name:<20}{row['clients']:>8}{row['p50_ms']:>10}{row['p95_ms']:>10}{row['p99_ms']:>10}"
-                f"{row['rps']:>10}{row['errors']:>8}"
+                f"{row['rps']:>10}{row['errors']:>8}{row['server_cpu_ms']!s:>16}{row['load_average']:>10}"
             )
     w = results["watch"]
     print(
