@@ -179,7 +179,8 @@ def _page_cypher(query: PageQuery) -> tuple[str, dict[str, Any]]:
         + "MATCH (c:Customer {id: $customer_id})-[:HAD]->(i:Interaction)\n"
         + (f"WHERE {' AND '.join(where)}\n" if where else "")
         + f"WITH i ORDER BY i.at {direction}, i.event_id {direction} LIMIT $limit\n"
-        + f"RETURN {_INTERACTION} AS i"
+        # One record holding the page: the driver then decodes one message, not one per row.
+        + f"RETURN collect({_INTERACTION}) AS page"
     )
     return text, params
 
@@ -325,7 +326,8 @@ class Neo4jTimelineGraph:
         text, params = _page_cypher(query)
 
         def work(tx: neo4j.ManagedTransaction) -> list[Interaction]:
-            return [interaction_from(r["i"], query.customer_id) for r in tx.run(text, params)]
+            record = tx.run(text, params).single()
+            return [] if record is None else [interaction_from(row, query.customer_id) for row in record["page"]]
 
         return self._read(work, timeout)
 
