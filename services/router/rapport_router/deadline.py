@@ -34,6 +34,17 @@ def deadline_scope(seconds: float) -> Iterator[float]:
         _deadline.reset(token)
 
 
+@contextmanager
+def until(end: float) -> Iterator[float]:
+    """Work inside must finish by `end` (monotonic clock), whatever the enclosing deadline:
+    for work done on behalf of several calls, each with its own."""
+    token = _deadline.set(end)
+    try:
+        yield end
+    finally:
+        _deadline.reset(token)
+
+
 def remaining() -> float:
     end = _deadline.get()
     if end is None:

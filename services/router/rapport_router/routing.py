@@ -522,7 +522,11 @@ class Router:
         if customer is None:
             customer = self._customer_of(record)
         offered = self._offer(record.spec, customer, attempts=record.attempts, mode=AssignmentMode.DIRECT)
-        return offered if offered is not None else record
+        if offered is not None:
+            return offered
+        # Nobody free for it here; the batch loop (or another replica) may have offered it meanwhile,
+        # to the very agent this looked for.
+        return self.graph.get_contact(record.id) or record
 
     def _customer_of(self, record: ContactRecord) -> CustomerContext:
         if record.spec.customer_id:

@@ -5,8 +5,10 @@ statement that changes a contact or an agent first takes the node's write lock, 
 it (an agent's `rev`, a contact's `updated_at`: writes every change makes anyway), and only
 then reads what it checks, so two router processes can never both pass the same check:
 capacity, state, and the offer being the current one. Locks are always taken contact first,
-then agent, so the statements cannot deadlock one another (Neo4j detects any other cycle,
-which surfaces as a transient error and is retried).
+then agent. The statements of the route-accept-complete cycle carry concurrent calls together
+(`for_each_row`), each row in turn, holding its locks to the end: rows are ordered (agents by
+id) so that most of these transactions cannot deadlock one another; Neo4j detects any cycle
+left, which surfaces as a transient error and is retried.
 
 Every change is guarded by the state it expects, so re-running a statement whose commit was
 lost in a broken connection is harmless.
@@ -17,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +38,7 @@ from neo4j.exceptions import (
 
 from rapport.effort import MAX_TOUCHPOINTS, Touchpoint, facts_from_json
 from rapport_router import deadline
+from rapport_router.adapters.coalescing import Coalescer
 from rapport_router.domain.contact import OFFER_SEPARATOR, ContactRecord, OfferInfo
 from rapport_router.domain.model import (
     CHANNELS,
@@ -473,6 +477,40 @@ REMOVE c:Outbox
 SET c.event_published_at = {_NOW}
 """
 
+# ---------------------------------------------------------------- several calls in one transaction
+
+# A row's parameters, and the answer to it.
+Row = dict[str, Any]
+Answer = neo4j.Record | None
+
+_PARAMETER = re.compile(r"\$(\w+)")
+# A WITH clause (at the start of a line, so not `STARTS WITH`) ends the scope of what it does
+# not name: it keeps `row` too.
+_WITH_CLAUSE = re.compile(r"^(\s*)WITH\s+(DISTINCT\s+)?", re.MULTILINE)
+
+
+def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = ()) -> str:
+    """`statement` run once for each map in `$rows`, in order, in one transaction.
+
+    Its parameters come from the row (`$agent_id` becomes `row.agent_id`), but for the `shared`
+    ones. A CALL subquery runs for one row at a time and sees what the rows before it changed,
+    so each row checks what it locks exactly as the statement alone would. `returns` lists the
+    statement's columns (`*`: all); `i` says which row an answer is for (a row may have none).
+    """
+    body = _PARAMETER.sub(lambda m: m.group(0) if m.group(1) in shared else f"row.{m.group(1)}", statement)
+    body = _WITH_CLAUSE.sub(lambda m: f"{m.group(1)}WITH {m.group(2) or ''}row, ", body)
+    columns = "*, row.i AS i" if returns == "*" else f"row.i AS i, {returns}"
+    return f"UNWIND $rows AS row\nCALL (row) {{\n{body.strip()}\n}}\nRETURN {columns}"
+
+
+# LIMIT takes no variables: the touchpoint limit is the same for every row anyway.
+_SHARED_WINDOWS = {"max_touchpoints": MAX_TOUCHPOINTS}
+CUSTOMERS_BY_IDENTITY_ROWS = for_each_row(CUSTOMER_BY_IDENTITY, "*", shared=("max_touchpoints",))
+CUSTOMERS_BY_ID_ROWS = for_each_row(CUSTOMER_BY_ID, "*", shared=("max_touchpoints",))
+RESERVE_NEW_ROWS = for_each_row(RESERVE_NEW, "ok, agent")
+ACCEPT_OFFER_ROWS = for_each_row(ACCEPT_OFFER, "ok, contact")
+COMPLETE_CONTACT_ROWS = for_each_row(COMPLETE_CONTACT, "before, ok, contact, agent")
+
 # ---------------------------------------------------------------- statistics
 
 _TALLY = """
@@ -801,6 +839,13 @@ class RouterGraph:
         # One session per thread and access mode, reused: building a session costs more than the
         # smaller statements. A session holds a connection only while a statement runs.
         self._sessions = threading.local()
+        # The statements of every route, accept and completion: concurrent calls share a
+        # transaction (see adapters.coalescing).
+        self._resolving: Coalescer[Row, Answer] = Coalescer(self._resolve_rows, "resolve customers")
+        self._reading_customers: Coalescer[Row, Answer] = Coalescer(self._customer_rows, "read customers")
+        self._reserving: Coalescer[Row, Answer] = Coalescer(self._reserve_rows, "reserve agents")
+        self._accepting: Coalescer[Row, Answer] = Coalescer(self._accept_rows, "accept offers")
+        self._completing: Coalescer[Row, Answer] = Coalescer(self._complete_rows, "complete contacts")
 
     # -- plumbing
 
@@ -866,6 +911,53 @@ class RouterGraph:
     def ping(self) -> None:
         self.read("RETURN 1", "ping")
 
+    def _rows(
+        self,
+        statement: str,
+        rows: Sequence[Row],
+        *,
+        write: bool,
+        what: str,
+        order: Callable[[Row], Any] | None = None,
+        shared: Mapping[str, Any] | None = None,
+    ) -> list[Answer]:
+        """The answer (None if there is none) to each row of a `for_each_row` statement, in order;
+        the rows run in `order` (agents locked in one order never deadlock each other)."""
+        numbered = [{**row, "i": i} for i, row in enumerate(rows)]
+        if order is not None:
+            numbered.sort(key=order)
+        answers: list[Answer] = [None] * len(rows)
+        for r in self.run(statement, {"rows": numbered, **(shared or {})}, write=write, what=what):
+            answers[r["i"]] = r
+        return answers
+
+    def _resolve_rows(self, rows: Sequence[Row]) -> list[Answer]:
+        return self._rows(
+            CUSTOMERS_BY_IDENTITY_ROWS, rows, write=False, what="resolve customer", shared=_SHARED_WINDOWS
+        )
+
+    def _customer_rows(self, rows: Sequence[Row]) -> list[Answer]:
+        return self._rows(CUSTOMERS_BY_ID_ROWS, rows, write=False, what="read customer", shared=_SHARED_WINDOWS)
+
+    def _reserve_rows(self, rows: Sequence[Row]) -> list[Answer | BaseException]:
+        try:
+            return list(
+                self._rows(RESERVE_NEW_ROWS, rows, write=True, what="reserve agent", order=lambda r: r["agent_id"])
+            )
+        except ConstraintError as exc:
+            if len(rows) == 1:
+                return [exc]
+            # A contact id in use fails the whole transaction: the rows go one by one then.
+            return [self._reserve_rows([row])[0] for row in rows]
+
+    def _accept_rows(self, rows: Sequence[Row]) -> list[Answer]:
+        return self._rows(ACCEPT_OFFER_ROWS, rows, write=True, what="accept offer", order=lambda r: r["contact_id"])
+
+    def _complete_rows(self, rows: Sequence[Row]) -> list[Answer]:
+        return self._rows(
+            COMPLETE_CONTACT_ROWS, rows, write=True, what="complete contact", order=lambda r: r["contact_id"]
+        )
+
     # -- agents
 
     def upsert_agent(self, agent: AgentRecord, status: AgentStatus | None, now: float) -> tuple[AgentRecord, bool]:
@@ -924,20 +1016,20 @@ class RouterGraph:
 
     # -- customers
 
-    def _windows(self, now: float, params: ScoringParams) -> dict[str, datetime | int]:
+    def _windows(self, now: float, params: ScoringParams) -> dict[str, int]:
         return {
             "effort_since": _ms(now - params.effort_days * DAY),
             "history_since": _ms(now - 3 * params.continuity_days * DAY),
-            "max_touchpoints": MAX_TOUCHPOINTS,
+            **_SHARED_WINDOWS,
         }
 
     def customer_by_id(self, customer_id: str, now: float, params: ScoringParams) -> CustomerContext | None:
-        records = self.read(CUSTOMER_BY_ID, "read customer", id=customer_id, **self._windows(now, params))
-        return customer_from_record(records[0]) if records else None
+        record = self._reading_customers({"id": customer_id, **self._windows(now, params)})
+        return customer_from_record(record) if record is not None else None
 
     def customer_by_identity(self, key: str, now: float, params: ScoringParams) -> CustomerContext | None:
-        records = self.read(CUSTOMER_BY_IDENTITY, "resolve customer", key=key, **self._windows(now, params))
-        return customer_from_record(records[0]) if records else None
+        record = self._resolving({"key": key, **self._windows(now, params)})
+        return customer_from_record(record) if record is not None else None
 
     def customers(self, ids: Sequence[str], now: float, params: ScoringParams) -> dict[str, CustomerContext]:
         if not ids:
@@ -982,23 +1074,22 @@ class RouterGraph:
     ) -> tuple[bool, AgentRecord | None]:
         """Creates the contact offered to `offer.agent_id` if the agent still has room; atomic."""
         contact = {**props, **{k: v for k, v in offer_props(offer).items() if v is not None}, "offer_attempt": 1}
+        row = {
+            "agent_id": offer.agent_id,
+            "contact": contact,
+            "offered_ms": _ms(offer.offered_at),
+            "expires_ms": _ms(offer.expires_at),
+            "now": _ms(now),
+            "rev": rev(now),
+            **self._keys(channel),
+        }
         try:
-            records = self.write(
-                RESERVE_NEW,
-                "reserve agent",
-                agent_id=offer.agent_id,
-                contact=contact,
-                offered_ms=_ms(offer.offered_at),
-                expires_ms=_ms(offer.expires_at),
-                now=_ms(now),
-                rev=rev(now),
-                **self._keys(channel),
-            )
+            record = self._reserving(row)
         except ConstraintError as exc:
             raise ContactExists(props["id"]) from exc
-        if not records:
+        if record is None:
             return False, None
-        return bool(records[0]["ok"]), agent_from_props(records[0]["agent"])
+        return bool(record["ok"]), agent_from_props(record["agent"])
 
     def reserve_waiting(
         self, contact_id: str, offer: OfferInfo, channel: str, now: float
@@ -1064,29 +1155,28 @@ class RouterGraph:
     def accept_offer(
         self, contact_id: str, offer_id: str, agent_id: str, now: float
     ) -> tuple[bool, ContactRecord | None]:
-        records = self.write(
-            ACCEPT_OFFER, "accept offer", contact_id=contact_id, offer_id=offer_id, agent_id=agent_id, now=_ms(now)
+        record = self._accepting(
+            {"contact_id": contact_id, "offer_id": offer_id, "agent_id": agent_id, "now": _ms(now)}
         )
-        if not records:
+        if record is None:
             return False, None
-        return bool(records[0]["ok"]), contact_from_props(records[0]["contact"])
+        return bool(record["ok"]), contact_from_props(record["contact"])
 
     def complete(
         self, contact_id: str, agent_id: str | None, ending: Mapping[str, Any], event_id: str, now: float
     ) -> tuple[str | None, bool, ContactRecord | None, AgentRecord | None]:
-        records = self.write(
-            COMPLETE_CONTACT,
-            "complete contact",
-            contact_id=contact_id,
-            agent_id=agent_id,
-            ending={"handle_seconds": None, **{k: v for k, v in ending.items()}},
-            event_id=event_id,
-            now=_ms(now),
-            rev=rev(now),
+        r = self._completing(
+            {
+                "contact_id": contact_id,
+                "agent_id": agent_id,
+                "ending": {"handle_seconds": None, **{k: v for k, v in ending.items()}},
+                "event_id": event_id,
+                "now": _ms(now),
+                "rev": rev(now),
+            }
         )
-        if not records:
+        if r is None:
             return None, False, None, None
-        r = records[0]
         return (
             r["before"],
             bool(r["ok"]),
