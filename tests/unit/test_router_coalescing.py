@@ -103,3 +103,32 @@ def test_a_call_not_taken_before_its_deadline_gives_up_and_never_runs():
     first.join(5)
     assert first_out["value"] == 2
     assert statement.batches == [[1]]
+
+
+def test_many_callers_each_get_their_own_answer_in_runs_of_at_most_the_limit():
+    sizes: list[int] = []
+
+    def double(args: Sequence[int]) -> list[int | BaseException]:
+        sizes.append(len(args))
+        time.sleep(0.001)
+        return [a * 2 for a in args]
+
+    run = Coalescer(double, "double", limit=4)
+    wrong: list[tuple[int, int]] = []
+
+    def caller(k: int) -> None:
+        for n in range(50):
+            arg = k * 1000 + n
+            if (answer := run(arg)) != arg * 2:
+                wrong.append((arg, answer))
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not wrong
+    assert run.calls == 600 and sum(sizes) == 600 and max(sizes) <= 4
+    # They did share: fewer runs than calls.
+    assert run.runs < 600

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from rapport_router import deadline
@@ -33,6 +33,9 @@ DEFAULT_LIMIT = 32
 class _Call(Generic[T, R]):
     arg: T
     until: float
+    # Set when the call is answered, or when it is its turn to run the waiting calls.
+    woken: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
     done: bool = False
     result: R | None = None
     error: BaseException | None = None
@@ -47,7 +50,7 @@ class Coalescer(Generic[T, R]):
         self._run = run
         self._what = what
         self._limit = limit
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Call[T, R]] = []
         self._running = False
         # Transactions run and calls they carried, for the benchmarks' and tests' eyes.
@@ -56,31 +59,47 @@ class Coalescer(Generic[T, R]):
 
     def __call__(self, arg: T) -> R:
         call: _Call[T, R] = _Call(arg, time.monotonic() + deadline.remaining())
-        with self._cond:
+        with self._lock:
             self._waiting.append(call)
-        while True:
-            with self._cond:
-                while self._running and not call.done:
-                    left = call.until - time.monotonic()
-                    if left <= 0 and call in self._waiting:
-                        self._waiting.remove(call)
-                        raise deadline.DeadlineExceeded(f"deadline exceeded waiting to {self._what}")
-                    # Past its deadline but taken: wait for the outcome all the same.
-                    self._cond.wait(left if left > 0 else 0.05)
-                if call.done:
-                    break
+            if not self._running:
                 self._running = True
-                batch = self._waiting[: self._limit]
-                del self._waiting[: self._limit]
-            try:
-                self._execute(batch)
-            finally:
-                with self._cond:
-                    self._running = False
-                    self._cond.notify_all()
+                call.lead = True
+        if not call.lead:
+            self._wait(call)
+        if not call.done:
+            self._lead(call)
         if call.error is not None:
             raise call.error
         return call.result  # type: ignore[return-value]
+
+    def _wait(self, call: _Call[T, R]) -> None:
+        """Until the call is answered or it is its turn to lead; gives up if not taken in time."""
+        left = call.until - time.monotonic()
+        if left > 0 and call.woken.wait(left):
+            return
+        with self._lock:
+            if not call.woken.is_set() and call in self._waiting:
+                self._waiting.remove(call)
+                raise deadline.DeadlineExceeded(f"deadline exceeded waiting to {self._what}")
+        # Taken by a run already (or woken meanwhile): its outcome comes, deadline or not.
+        call.woken.wait()
+
+    def _lead(self, call: _Call[T, R]) -> None:
+        """Runs the waiting calls, in order, until this one is answered; then hands over."""
+        try:
+            while not call.done:
+                with self._lock:
+                    batch = self._waiting[: self._limit]
+                    del self._waiting[: self._limit]
+                self._execute(batch)
+        finally:
+            with self._lock:
+                if self._waiting:
+                    successor = self._waiting[0]
+                    successor.lead = True
+                    successor.woken.set()
+                else:
+                    self._running = False
 
     def _execute(self, batch: list[_Call[T, R]]) -> None:
         outcomes: Sequence[R | BaseException] = ()
@@ -93,7 +112,7 @@ class Coalescer(Generic[T, R]):
             # Every call carried gets an answer, or its caller would wait forever.
             if len(outcomes) != len(batch):
                 outcomes = [RuntimeError(f"{self._what}: no answer for this call")] * len(batch)
-            with self._cond:
+            with self._lock:
                 self.runs += 1
                 self.calls += len(batch)
                 for call, outcome in zip(batch, outcomes, strict=True):
@@ -102,3 +121,4 @@ class Coalescer(Generic[T, R]):
                     else:
                         call.result = outcome
                     call.done = True
+                    call.woken.set()
