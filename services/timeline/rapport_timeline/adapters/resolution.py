@@ -55,7 +55,7 @@ class ResolutionRounds:
         self._lock = threading.Lock()
         self._queue: deque[_Ticket] = deque()
         self._out = False  # a round is being sent or awaited; then the queue waits for the next
-        self.rounds = 0  # queries sent, for tests and the benchmark
+        self.rounds = 0  # queries sent, for tests
 
     def resolve(self, key: CustomerKey, timeout: float | None) -> Resolved:
         ticket = _Ticket(key, timeout)
