@@ -205,6 +205,7 @@ def client_process(
     channel = grpc.insecure_channel(address)
     stub = router_pb2_grpc.RouterServiceStub(channel)
     start = time.monotonic()
+    cpu_started = time.process_time()
     measure_from = start + warmup
     stop_at = measure_from + seconds
     results: list[dict[str, Any]] = []
@@ -266,6 +267,17 @@ def client_process(
     for w in workers:
         w.join()
     channel.close()
+    # The clients share the machine with the servers: their CPU is part of every figure.
+    results.append(
+        {
+            "route_ms": [],
+            "cycle_ms": [],
+            "queued": 0,
+            "errors": 0,
+            "all_routes": 0,
+            "client_cpu": time.process_time() - cpu_started,
+        }
+    )
     out.put(results)
 
 
@@ -321,6 +333,7 @@ def run_level(
     route = sorted(x for r in collected for x in r["route_ms"])
     cycle = sorted(x for r in collected for x in r["cycle_ms"])
     routes_in_window = max(1, sum(r["all_routes"] for r in collected))
+    client_cpu = sum(r.get("client_cpu", 0.0) for r in collected)
     return {
         "concurrency": concurrency,
         "client_processes": processes,
@@ -335,6 +348,7 @@ def run_level(
         "router_cpu_ms_per_route": round(router_cpu * 1000 / routes_in_window, 2),
         # Neo4j is shared: this includes whatever else ran against it meanwhile.
         "neo4j_cpu_ms_per_route": round(graph_cpu * 1000 / routes_in_window, 2) if neo4j_pid else None,
+        "client_cpu_ms_per_route": round(client_cpu * 1000 / routes_in_window, 2),
         "load_average_1m": round(load, 2),
     }
 
@@ -352,7 +366,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def print_table(levels: list[dict[str, Any]]) -> None:
     head = f"{'clients':>7} {'routes':>8} {'routes/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     head += f" {'cycle p50':>10} {'cycle p99':>10} {'queued':>7} {'errors':>7} {'router CPU':>10} {'neo4j CPU':>10}"
-    head += f" {'load':>5}"
+    head += f" {'client CPU':>10} {'load':>5}"
     print(head)
     print("-" * len(head))
     for lv in levels:
@@ -361,7 +375,7 @@ def print_table(levels: list[dict[str, Any]]) -> None:
             f"{lv['concurrency']:>7} {lv['routes']:>8,} {lv['routes_per_second']:>9.1f} {r['p50']:>8.2f} "
             f"{r['p95']:>8.2f} {r['p99']:>8.2f} {c['p50']:>10.2f} {c['p99']:>10.2f} {lv['queued']:>7} "
             f"{lv['errors']:>7} {lv['router_cpu_ms_per_route']:>7.2f} ms {_ms(lv['neo4j_cpu_ms_per_route']):>10}"
-            f" {lv['load_average_1m']:>5.2f}"
+            f" {lv['client_cpu_ms_per_route']:>7.2f} ms {lv['load_average_1m']:>5.2f}"
         )
     print("(CPU: milliseconds per route cycle, warm-up included; load: 1-minute load average before the level)")
 
