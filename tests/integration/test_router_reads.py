@@ -135,6 +135,7 @@ def test_a_contact_read_while_offers_are_made_and_rejected_is_never_offered_with
     stop.set()
     for t in threads:
         t.join(CALL_TIMEOUT)
+    adapter.close()
     assert not problems, problems[:5]
     # The readers really did watch offers being made and taken back (else this proves nothing).
     assert sum(routed) >= 30 and offered_reads[0] >= 100, (routed, offered_reads)

@@ -4,6 +4,7 @@ one after the other: capacity checked row by row, a taken contact id failing onl
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import neo4j
@@ -43,8 +44,10 @@ def reservation(uid: str, n: int, agent_id: str, now: float) -> dict[str, Any]:
 
 
 @pytest.fixture
-def adapter(graph: neo4j.Driver, neo4j_settings: Neo4jSettings, cleanup: str) -> RouterGraph:
-    return RouterGraph(graph, neo4j_settings.database)
+def adapter(graph: neo4j.Driver, neo4j_settings: Neo4jSettings, cleanup: str) -> Iterator[RouterGraph]:
+    adapter = RouterGraph(graph, neo4j_settings.database)
+    yield adapter
+    adapter.close()
 
 
 def active(adapter: RouterGraph, agent_id: str) -> int:

@@ -66,6 +66,7 @@ class RouterApp:
         self.dispatcher.stop()
         self.router.roster.stop()
         self.outbox.stop()
+        self.graph.close()
         if self.owns_driver:
             self.driver.close()
 

@@ -839,6 +839,8 @@ class RouterGraph:
         # One session per thread and access mode, reused: building a session costs more than the
         # smaller statements. A session holds a connection only while a statement runs.
         self._sessions = threading.local()
+        self._opened: list[neo4j.Session] = []
+        self._opened_lock = threading.Lock()
         # The statements of every route, accept and completion: concurrent calls share a
         # transaction (see adapters.coalescing).
         self._resolving: Coalescer[Row, Answer] = Coalescer(self._resolve_rows, "resolve customers")
@@ -859,6 +861,8 @@ class RouterGraph:
                 notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF,
             )
             setattr(self._sessions, "write" if write else "read", session)
+            with self._opened_lock:
+                self._opened.append(session)
         return session
 
     def _drop_session(self, write: bool) -> None:
@@ -866,6 +870,17 @@ class RouterGraph:
         session: neo4j.Session | None = getattr(self._sessions, "write" if write else "read", None)
         setattr(self._sessions, "write" if write else "read", None)
         if session is not None:
+            with self._opened_lock:
+                if session in self._opened:
+                    self._opened.remove(session)
+            with contextlib.suppress(*GRAPH_ERRORS):
+                session.close()
+
+    def close(self) -> None:
+        """Closes the sessions the threads opened; the driver stays open (its owner closes it)."""
+        with self._opened_lock:
+            sessions, self._opened = self._opened, []
+        for session in sessions:
             with contextlib.suppress(*GRAPH_ERRORS):
                 session.close()
 
