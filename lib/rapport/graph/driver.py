@@ -24,4 +24,3 @@ def _driver_options(settings: Neo4jSettings) -> dict[str, Any]:
 
 def open_driver(settings: Neo4jSettings) -> neo4j.Driver:
     return neo4j.GraphDatabase.driver(settings.uri, **_driver_options(settings))
-
