@@ -175,6 +175,7 @@ def main() -> None:
         print(f"ForgetCustomer transaction, {row['interactions']:>5} interactions: {row['forget_ms']:>8.1f} ms")
     print(f"retention purge: {purge['purged']} interactions in {purge['seconds']} s "
           f"({purge['interactions_per_second']}/s, batches of 500)")  # fmt: skip
+    RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
