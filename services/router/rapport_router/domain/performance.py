@@ -77,13 +77,6 @@ Key = tuple[str, str]  # (dimension, value), e.g. ("topic", "billing")
 Fresh = Mapping[str, OutcomeTally]
 
 
-def _total(per_agent: Fresh) -> OutcomeTally:
-    total = OutcomeTally()
-    for t in per_agent.values():
-        total = total + t
-    return total
-
-
 @dataclass(frozen=True)
 class SimilarRecord:
     """One agent's record on one dimension value, for the explanation."""
@@ -165,7 +158,10 @@ class Performance:
         num = np.zeros(roster.size)
         den = np.zeros(roster.size)
         vectors = [self._vectors(roster, key) for key in keys]
-        vectors += [self._lift(roster, per_agent, _total(per_agent)) for per_agent in (fresh or {}).values()]
+        # A fresh record is measured against every agent's outcomes, not the record's own total:
+        # when one agent holds the whole record that total is the agent itself, and the lift is
+        # noise around zero (or below it where Rapport's overall outcomes are good).
+        vectors += [self._lift(roster, per_agent, self.everyone) for per_agent in (fresh or {}).values()]
         for lift, count in vectors:
             num += lift * count
             den += count
@@ -178,7 +174,7 @@ class Performance:
     ) -> list[SimilarRecord]:
         out = []
         sources = [(key, self.tallies.get(key, {}), self.baselines.get(key)) for key in keys]
-        sources += [(key, per_agent, _total(per_agent)) for key, per_agent in (fresh or {}).items()]
+        sources += [(key, per_agent, self.everyone) for key, per_agent in (fresh or {}).items()]
         for key, per_agent, baseline in sources:
             tally = per_agent.get(agent_id)
             if tally is None or tally.contacts == 0 or baseline is None:
