@@ -15,7 +15,10 @@ measures, in one run:
 3. freshness at a fixed 1,000 events/s: produced (send call) -> committed, where committed is
    the `committed_at` of the CustomerUpdated record the worker publishes right after the graph
    transaction commits; p50/p95/p99;
-4. the worker's peak resident memory (sampled every 100 ms) over the sustained run.
+4. the worker's peak resident memory (sampled every 100 ms) over the sustained run;
+5. CPU, which holds on a shared machine where wall-clock rates do not: the worker's CPU per
+   event, and Neo4j's and Kafka's CPU seconds per 10,000 events (their processes are found by
+   their listening ports, so only when they run on this machine), with the load average.
 
 Prints a table and writes bench/results/ingest.json.
 """
@@ -35,12 +38,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import neo4j
+import psutil
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from rapport.devstack.proc import listener_pid
 from rapport.events import validate
 from rapport.graph.driver import open_driver
 from rapport.graph.schema import apply_migrations
@@ -98,21 +104,61 @@ def stored(driver: neo4j.Driver, prefix: str) -> int:
     return int(records[0]["n"])
 
 
-def wait_visible(driver: neo4j.Driver, prefix: str, total: int, worker: WorkerProcess, timeout: float) -> float:
-    """Polls the graph until `total` events with `prefix` are there; returns when it saw them."""
+def stored_of(driver: neo4j.Driver, event_ids: list[str]) -> int:
+    records, _, _ = driver.execute_query(
+        "UNWIND $ids AS id MATCH (i:Interaction {event_id: id}) RETURN count(i) AS n", ids=event_ids
+    )
+    return int(records[0]["n"])
+
+
+def wait_visible(
+    driver: neo4j.Driver, prefix: str, last_ids: list[str], total: int, worker: WorkerProcess, timeout: float
+) -> float:
+    """Polls the graph until `total` events with `prefix` are there; returns when it saw them.
+
+    Counting every event four times a second cost Neo4j a share of the CPU it was being measured
+    on, so until the last events produced (`last_ids`) are visible only they are looked up.
+    """
     deadline = time.monotonic() + timeout
     last_log = time.monotonic()
     while time.monotonic() < deadline:
-        n = stored(driver, prefix)
-        if n >= total:
-            return time.monotonic()
+        tail = stored_of(driver, last_ids)
+        if tail >= len(last_ids):
+            n = stored(driver, prefix)
+            if n >= total:
+                return time.monotonic()
         if time.monotonic() - last_log > 10:
-            log(f"  {n:,} / {total:,} visible")
+            log(f"  {stored(driver, prefix):,} / {total:,} visible")
             last_log = time.monotonic()
         if not worker.running:
             raise RuntimeError(f"worker died:\n{worker.log_tail()}")
         time.sleep(0.25)
     raise TimeoutError(f"only {stored(driver, prefix):,} of {total:,} visible after {timeout} s")
+
+
+class ServerCPU:
+    """CPU seconds used by the local Neo4j and Kafka, found by their listening ports."""
+
+    def __init__(self, graph: Neo4jSettings, kafka: KafkaSettings) -> None:
+        kafka_port = int(kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+        self.pids = {
+            "neo4j": listener_pid(urlparse(graph.uri).port or 7687),
+            "kafka": listener_pid(kafka_port),
+        }
+
+    def sample(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for name, pid in self.pids.items():
+            try:
+                times = psutil.Process(pid).cpu_times() if pid else None
+            except psutil.Error:
+                times = None
+            out[name] = times.user + times.system if times else None
+        return out
+
+
+def per_10k(before: float | None, after: float | None, events: int) -> float | None:
+    return None if before is None or after is None else round((after - before) * 10_000 / events, 2)
 
 
 def run_sustained(
@@ -127,6 +173,7 @@ def run_sustained(
     batch_size: int,
     linger: float,
     logs: Path,
+    servers: ServerCPU,
 ) -> dict[str, Any]:
     topics = fresh_topics(base, run, name)
     prefix = f"{run}{name}"
@@ -136,17 +183,23 @@ def run_sustained(
         time.sleep(3)  # let the consumer join its group, so start-up is not measured
         log(f"{name}: producing {events:,} events for {customers:,} customers (batch size {batch_size})")
         kafka = producer(topics)
+        load_before = os.getloadavg()
+        worker_cpu_before = worker.cpu_seconds
+        servers_before = servers.sample()
         started = time.monotonic()
         for _, key, value in payloads:
             kafka.send(topics.interactions_topic, key=key, value=value)
         kafka.flush()
         produced = time.monotonic()
         kafka.close()
-        visible = wait_visible(driver, f"{prefix}-", events, worker, timeout=max(600.0, events / 20))
+        last_ids = [event_id for event_id, _, _ in payloads[-200:]]
+        visible = wait_visible(driver, f"{prefix}-", last_ids, events, worker, timeout=max(600.0, events / 20))
+        servers_after = servers.sample()
+        load_after = os.getloadavg()
         _, health = worker.health()
         peak = worker.peak_rss
-        time.sleep(0.2)
-        cpu = worker.cpu_seconds
+        time.sleep(0.2)  # one more sample of the worker's CPU
+        cpu = worker.cpu_seconds - worker_cpu_before
     elapsed = visible - started
     return {
         "events": events,
@@ -158,6 +211,10 @@ def run_sustained(
         "events_per_s": round(events / elapsed, 1),
         "worker_peak_rss_mb": round(peak / 2**20, 1),
         "worker_cpu_s": round(cpu, 1),
+        "worker_cpu_ms_per_event": round(cpu * 1000 / events, 3),
+        "neo4j_cpu_s_per_10k_events": per_10k(servers_before["neo4j"], servers_after["neo4j"], events),
+        "kafka_cpu_s_per_10k_events": per_10k(servers_before["kafka"], servers_after["kafka"], events),
+        "load_average_1m": [round(load_before[0], 2), round(load_after[0], 2)],
         "dead_lettered": health.get("dead_lettered"),
     }
 
@@ -262,6 +319,7 @@ def main() -> None:
     graph = Neo4jSettings.from_env()
     driver = open_driver(graph)
     apply_migrations(driver, graph.database)
+    servers = ServerCPU(graph, kafka)
     run = uuid.uuid4().hex[:6]
     logs = Path(tempfile.mkdtemp(prefix="rapport-bench-ingest-"))
     log(f"run {run}; worker logs in {logs}")
@@ -279,13 +337,13 @@ def main() -> None:
         if "sustained" not in args.skip:
             results["sustained"] = run_sustained(
                 kafka, graph, driver, run=run, name="batched", customers=customers, events=events,
-                batch_size=args.batch_size, linger=args.linger, logs=logs,
+                batch_size=args.batch_size, linger=args.linger, logs=logs, servers=servers,
             )  # fmt: skip
             log(f"sustained: {results['sustained']}")
         if "baseline" not in args.skip:
             results["baseline"] = run_sustained(
                 kafka, graph, driver, run=run, name="single", customers=max(1, baseline_events // 10),
-                events=baseline_events, batch_size=1, linger=args.linger, logs=logs,
+                events=baseline_events, batch_size=1, linger=args.linger, logs=logs, servers=servers,
             )  # fmt: skip
             log(f"baseline: {results['baseline']}")
         if "sustained" in results and "baseline" in results:
@@ -314,6 +372,11 @@ def main() -> None:
             "≥ 5,000",
         )
         table.add_row("worker peak memory (RSS)", f"{s['worker_peak_rss_mb']:,.0f} MiB", "")
+        table.add_row("worker CPU per event", f"{s['worker_cpu_ms_per_event']:.3f} ms", "")
+        for server in ("neo4j", "kafka"):
+            if s[f"{server}_cpu_s_per_10k_events"] is not None:
+                table.add_row(f"{server} CPU per 10k events", f"{s[f'{server}_cpu_s_per_10k_events']:.2f} s", "")
+        table.add_row("load average (1 min) at start, end", " / ".join(map(str, s["load_average_1m"])), "")
     if "baseline" in results:
         b = results["baseline"]
         table.add_row(f"baseline, batch 1 ({b['events']:,} events)", f"{b['events_per_s']:,.0f} ev/s", "")
