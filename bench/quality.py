@@ -116,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weights", default="", help="router weights, e.g. skill=0.4,idle=0.02 (RAPPORT_ROUTER_WEIGHT_*)"
     )
+    parser.add_argument(
+        "--prior-hours",
+        type=float,
+        default=24.0,
+        help="simulated hours of earlier contacts (longest idle) in the graph before a Rapport run (0: none)",
+    )
+    parser.add_argument(
+        "--no-profiles", action="store_true", help="do not publish the customers' CRM traits before a Rapport run"
+    )
     parser.add_argument("--label", default="", help="suffix of the result files, e.g. for a weight variant")
     args = parser.parse_args(argv)
     seeds = list(range(1, 1 + (args.seeds or (2 if args.quick else 5))))
@@ -133,11 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             def rapport_runs(config: SimConfig) -> dict[str, dict[str, float]]:
                 out = {}
                 for batch in (False,) if args.no_batch else (False, True):
-                    policy = RapportPolicy(stack, batch=batch, seed=config.seed)
+                    policy = RapportPolicy(
+                        stack,
+                        batch=batch,
+                        seed=config.seed,
+                        prior_hours=args.prior_hours,
+                        profiles=not args.no_profiles,
+                    )
                     t0 = time.perf_counter()
                     out[policy.name] = run_policy(config, policy)
                     out[policy.name]["route_ms"] = 1000 * policy.call_seconds / max(1, policy.calls)
                     out[policy.name]["batch_offers"] = float(policy.modes.get("ASSIGNMENT_MODE_BATCH", 0))
+                    out[policy.name]["prior_contacts"] = float(policy.history_contacts)
                     print(
                         f"seed {config.seed} {policy.name}: {out[policy.name]['contacts']:.0f} contacts "
                         f"in {time.perf_counter() - t0:.0f} s",
@@ -156,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
-        "config": {**base.__dict__, "seeds": seeds},
+        "config": {
+            **base.__dict__,
+            "seeds": seeds,
+            "prior_hours": 0.0 if args.baselines_only else args.prior_hours,
+            "profiles": not (args.baselines_only or args.no_profiles),
+        },
         "router_weights": weights or "defaults",
         "wall_seconds": round(time.perf_counter() - started, 1),
         "summary": summary,

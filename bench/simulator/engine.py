@@ -48,6 +48,7 @@ class Record:
     csat: int = 0
     p_resolve: float = 0.0
     callback: bool = False
+    handle: float = 0.0
 
 
 class Policy(Protocol):
@@ -116,7 +117,6 @@ class Simulation:
     _events: list[tuple[float, int, str, Arrival, int]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _booked: set[int] = field(default_factory=set)
-    _handles: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.states = [AgentState(a, {ch: 0 for ch in a.capacity}) for a in self.world.agents]
@@ -205,11 +205,11 @@ class Simulation:
         load = state.load()
         result = outcome(self.world, arrival, state.agent, load, rec.wait)
         rec.agent, rec.resolved, rec.csat, rec.p_resolve = agent, result.resolved, result.csat, result.p_resolve
+        rec.handle = result.handle_seconds
         if load == 0:
             state.busy_since = self.now
         state.active[arrival.channel] += 1
         self._push(self.now + result.handle_seconds, "complete", arrival, agent)
-        self._handles[arrival.index] = result.handle_seconds
 
     def _complete(self, arrival: Arrival, agent: int, horizon: float) -> None:
         state = self.states[agent]
@@ -220,7 +220,7 @@ class Simulation:
                 state.busy_time += self.now - state.busy_since
                 state.busy_since = None
         rec = self.records[arrival.index]
-        self.policy.completed(self, arrival, agent, rec.resolved, rec.csat, self._handles[arrival.index])
+        self.policy.completed(self, arrival, agent, rec.resolved, rec.csat, rec.handle)
         if not rec.resolved and arrival.u_callback < self.world.config.callback_prob:
             at = self.now + arrival.callback_delay * self.world.config.callback_minutes * 60
             if at < horizon:

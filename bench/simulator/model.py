@@ -8,7 +8,7 @@ and language, and the outcomes that flow back through CompleteContact.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -91,11 +91,16 @@ class World:
     customers: list[Customer]
     rapport: np.ndarray  # (customers, agents), hidden
     arrivals: list[Arrival] = field(default_factory=list)
+    # Each customer's share of the arrivals.
+    popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # 0 for the measured run; another number gives a prior period callbacks of its own.
+    stream: int = 0
     _extra_rng: np.random.Generator | None = None
 
     def callback_arrival(self, parent: Arrival, at: float, index: int) -> Arrival:
         """A deterministic follow-up contact of an unresolved one (same customer and topic)."""
-        rng = np.random.default_rng([self.config.seed, 7919, parent.index, index])
+        key = [self.config.seed, 7919, parent.index, index] + ([self.stream] if self.stream else [])
+        rng = np.random.default_rng(key)
         return _arrival(rng, index, at, parent.customer, parent.channel, parent.topic, parent=parent.index)
 
 
@@ -154,11 +159,19 @@ def build_world(config: SimConfig, prefix: str = "sim") -> World:
             )
         )
     rapport = rng.normal(0.0, config.rapport_sd, size=(config.customers, config.agents))
-    world = World(config, agents, customers, rapport)
-    # Arrivals: a non-homogeneous Poisson process (thinning) with a peak mid-run.
-    horizon = config.hours * 3600
     popularity = rng.zipf(1.6, size=config.customers).astype(float)
     popularity = np.minimum(popularity, 20) / np.minimum(popularity, 20).sum()
+    world = World(config, agents, customers, rapport, popularity=popularity)
+    world.arrivals = _draw_arrivals(rng, config, customers, popularity)
+    return world
+
+
+def _draw_arrivals(
+    rng: np.random.Generator, config: SimConfig, customers: list[Customer], popularity: np.ndarray
+) -> list[Arrival]:
+    """A non-homogeneous Poisson process (thinning) with a peak mid-run."""
+    arrivals: list[Arrival] = []
+    horizon = config.hours * 3600
     t = 0.0
     while True:
         t += float(rng.exponential(3600 / config.peak_rate))
@@ -170,8 +183,18 @@ def build_world(config: SimConfig, prefix: str = "sim") -> World:
         c = customers[customer]
         topic = str(rng.choice(c.topics, p=c.topic_weights))
         channel = "chat" if rng.random() < config.chat_share else "voice"
-        world.arrivals.append(_arrival(rng, len(world.arrivals), t, customer, channel, topic))
-    return world
+        arrivals.append(_arrival(rng, len(arrivals), t, customer, channel, topic))
+    return arrivals
+
+
+def prior_period(world: World, hours: float) -> World:
+    """The same agents, customers and hidden rapport over an earlier stretch of `hours`, with
+    arrivals of their own: the history a production graph would already hold."""
+    config = replace(world.config, hours=hours)
+    rng = np.random.default_rng([world.config.seed, 4801])
+    prior = World(config, world.agents, world.customers, world.rapport, popularity=world.popularity, stream=1)
+    prior.arrivals = _draw_arrivals(rng, config, world.customers, world.popularity)
+    return prior
 
 
 def rate_at(config: SimConfig, t: float) -> float:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import grpc
 
+from rapport.publisher import InteractionPublisher
 from rapport.settings import KafkaSettings, Neo4jSettings
 from rapport.topics import ensure_topics
 from rapport.v1 import events_pb2 as ev
@@ -38,8 +39,9 @@ from rapport.v1 import router_pb2_grpc
 from rapport_profile.worker_process import WorkerProcess, worker_env
 from rapport_router.process import RouterProcess, free_port, router_env
 
-from .engine import AgentState, BasePolicy, Simulation
-from .model import Agent, Arrival, World
+from .engine import AgentState, BasePolicy, Record, Simulation
+from .model import Agent, Arrival, Customer, World, prior_period
+from .policies import LongestIdlePolicy
 
 CALL_TIMEOUT = 10.0
 CHANNELS = {"voice": ev.CHANNEL_VOICE, "chat": ev.CHANNEL_CHAT}
@@ -47,6 +49,10 @@ CHANNELS = {"voice": ev.CHANNEL_VOICE, "chat": ev.CHANNEL_CHAT}
 TICK = 0.05
 # Factor names (as in ScoreFactor) to the suffix of their RAPPORT_ROUTER_WEIGHT_* variable.
 WEIGHT_ENV = {"idle_time": "idle", "similar_customers": "similar", "preferred_agent": "preferred"}
+STATS_REFRESH = 2.0
+# The customers' CRM records are this old when the run starts (outside any effort window).
+PROFILE_AGE_DAYS = 60
+DAY = 86400.0
 
 
 @dataclass
@@ -56,6 +62,7 @@ class RapportStack:
     address: str
     run_id: str
     kafka: KafkaSettings
+    neo4j: Neo4jSettings
 
 
 @contextlib.contextmanager
@@ -84,7 +91,7 @@ def rapport_stack(
     extra = {
         "RAPPORT_ROUTER_TICK": str(TICK),
         "RAPPORT_ROUTER_ROSTER_MAX_AGE": "0.05",
-        "RAPPORT_ROUTER_STATS_REFRESH": "2",
+        "RAPPORT_ROUTER_STATS_REFRESH": str(STATS_REFRESH),
         "RAPPORT_ROUTER_OFFER_TIMEOUT": "600",
         "RAPPORT_ROUTER_OUTBOX_RETRY": "2",
         # Waiting is measured in wall time here; keep every relaxation step out of reach.
@@ -103,7 +110,7 @@ def rapport_stack(
     try:
         router.start()
         try:
-            yield RapportStack(router.address, run_id, topics)
+            yield RapportStack(router.address, run_id, topics, neo4j)
         except Exception:
             print(f"router log ({router.log_path}):\n{router.log_tail()}", file=sys.stderr)
             print(f"worker log ({worker.log_path}):\n{worker.log_tail()}", file=sys.stderr)
@@ -128,12 +135,64 @@ def _agent_message(agent: Agent, team: str) -> rt.Agent:
     )
 
 
+def _customer_identifier(prefix: str, customer: Customer) -> ev.Identifier:
+    return ev.Identifier(kind=ev.IDENTIFIER_KIND_EMAIL, value=f"{prefix}.c{customer.index}@sim.example", verified=True)
+
+
+def profile_event(prefix: str, customer: Customer, at: float) -> ev.InteractionEvent:
+    """The customer's CRM record as a producer publishes it: traits and the device they own."""
+    event = ev.InteractionEvent(
+        event_id=f"{prefix}-c{customer.index}.profile",
+        channel=ev.CHANNEL_WEB,
+        kind=ev.INTERACTION_KIND_FORM_SUBMITTED,
+        direction=ev.DIRECTION_INBOUND,
+        identifiers=[_customer_identifier(prefix, customer)],
+        traits=ev.CustomerTraits(language=customer.language, tier=customer.tier, segment=customer.segment),
+        device=ev.Device(id=f"{prefix}-d{customer.index}", model=customer.device),
+        summary="account sign-up",
+        source="sim-crm",
+    )
+    event.occurred_at.FromSeconds(int(at))
+    return event
+
+
+def history_event(prefix: str, world: World, record: Record, at: float) -> ev.InteractionEvent:
+    """A contact of the prior period, completed as the router reports completions."""
+    event = ev.InteractionEvent(
+        event_id=f"{prefix}-h{record.index}.completed",
+        channel=CHANNELS[record.channel],
+        kind=ev.INTERACTION_KIND_CONTACT_COMPLETED,
+        direction=ev.DIRECTION_INBOUND,
+        identifiers=[_customer_identifier(prefix, world.customers[record.customer])],
+        agent_id=world.agents[record.agent].id,
+        topic=record.topic,
+        outcome=ev.OUTCOME_RESOLVED if record.resolved else ev.OUTCOME_UNRESOLVED,
+        csat=record.csat,
+        handle_seconds=max(1, round(record.handle)),
+        contact_id=f"{prefix}-h{record.index}",
+        source="sim-history",
+    )
+    event.occurred_at.FromNanoseconds(int(at * 1e9))
+    return event
+
+
 class RapportPolicy(BasePolicy):
-    def __init__(self, stack: RapportStack, *, batch: bool, seed: int) -> None:
+    """`prior_hours` > 0: before the run, the graph receives that many hours of earlier contacts
+    (the same world under longest idle, so every policy starts from the same neutral history),
+    as production has last month's outcomes. `profiles`: the customers' CRM records (tier,
+    segment, language, device model) are published first, as a CRM integration would."""
+
+    def __init__(
+        self, stack: RapportStack, *, batch: bool, seed: int, prior_hours: float = 0.0, profiles: bool = True
+    ) -> None:
         self.name = "rapport_batch" if batch else "rapport_greedy"
         self.batch = batch
         # In batch mode every contact goes to the router on arrival (it queues those nobody can take).
         self.routes_everything = batch
+        self.stack = stack
+        self.prior_hours = prior_hours
+        self.profiles = profiles
+        self.history_contacts = 0
         self.prefix = f"{stack.run_id}-s{seed}-{'b' if batch else 'g'}"
         self.team = f"{self.prefix}-team"
         self.channel = grpc.insecure_channel(stack.address)
@@ -157,6 +216,49 @@ class RapportPolicy(BasePolicy):
         self._world_ids(sim.world)
         for agent in sim.world.agents:
             self.stub.UpsertAgent(rt.UpsertAgentRequest(agent=_agent_message(agent, self.team)), timeout=CALL_TIMEOUT)
+        # Agents exist before the history names them, so the worker links outcomes to them.
+        events = self._prior_events(sim.world, time.time())
+        if events:
+            with InteractionPublisher(self.stack.kafka) as publisher:
+                for event in events:
+                    publisher.publish(event)
+                publisher.flush()
+            self._await_ingest(len(events))
+            # The router's outcome statistics pick the history up on their next refresh.
+            time.sleep(STATS_REFRESH * 1.5)
+
+    def _prior_events(self, world: World, now: float) -> list[ev.InteractionEvent]:
+        events = []
+        if self.profiles:
+            events += [profile_event(self.prefix, c, now - PROFILE_AGE_DAYS * DAY) for c in world.customers]
+        if self.prior_hours > 0:
+            prior = Simulation(prior_period(world, self.prior_hours), LongestIdlePolicy())
+            start = now - self.prior_hours * 3600
+            for record in prior.run():
+                if record.agent >= 0:
+                    ended = start + record.arrived + record.wait + record.handle
+                    events.append(history_event(self.prefix, world, record, min(ended, now - 1)))
+                    self.history_contacts += 1
+        return events
+
+    def _await_ingest(self, expected: int, timeout: float = 180.0) -> None:
+        from rapport.graph.driver import open_driver
+
+        driver = open_driver(self.stack.neo4j)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                records, _, _ = driver.execute_query(
+                    "MATCH (i:Interaction) WHERE i.event_id STARTS WITH $p RETURN count(i) AS n", p=self.prefix + "-"
+                )
+                stored = int(records[0]["n"])
+                if stored >= expected:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the worker stored {stored} of {expected} prior events in {timeout:.0f} s")
+                time.sleep(0.5)
+        finally:
+            driver.close()
 
     def _route(self, sim: Simulation, arrival: Arrival) -> rt.Contact:
         attempt = self.attempts.get(arrival.index, 0) + 1
@@ -168,9 +270,7 @@ class RapportPolicy(BasePolicy):
         contact = self.stub.RouteContact(
             rt.RouteContactRequest(
                 contact_id=contact_id,
-                identifier=ev.Identifier(
-                    kind=ev.IDENTIFIER_KIND_EMAIL, value=f"{self.prefix}.c{customer.index}@sim.example", verified=True
-                ),
+                identifier=_customer_identifier(self.prefix, customer),
                 channel=CHANNELS[arrival.channel],
                 topic=arrival.topic,
                 language=customer.language,
@@ -276,6 +376,8 @@ class RapportPolicy(BasePolicy):
             with contextlib.suppress(grpc.RpcError):
                 self.stub.CancelContact(rt.CancelContactRequest(contact_id=contact_id), timeout=CALL_TIMEOUT)
         self.channel.close()
+        # The next run's statistics should not scan this one's history (the stack sweeps stragglers).
+        cleanup_graph(self.stack.neo4j, self.prefix + "-")
 
 
 def cleanup_graph(neo4j: Neo4jSettings, run_id: str) -> None:
@@ -292,7 +394,8 @@ def cleanup_graph(neo4j: Neo4jSettings, run_id: str) -> None:
             OPTIONAL MATCH (k)-[:IDENTIFIES]->(c:Customer)
             OPTIONAL MATCH (c)-[:HAD]->(i:Interaction)
             OPTIONAL MATCH (c)-[:HAS_CASE]->(cs:Case)
-            DETACH DELETE k, c, i, cs
+            OPTIONAL MATCH (c)-[:OWNS]->(d:Device)
+            DETACH DELETE k, c, i, cs, d
             """,
             p=run_id,
         )
