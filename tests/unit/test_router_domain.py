@@ -280,6 +280,29 @@ def test_similar_customer_success_is_a_lift_over_all_agents():
     assert {(e.contacts, e.resolved) for e in records} == {(40, 36), (10, 9)}
 
 
+def test_the_issue_record_outweighs_the_customer_trait_records_which_fill_in_where_it_is_thin():
+    roster = Roster([agent("fixer"), agent("charmer"), agent("newcomer")])
+    perf = Performance(
+        {
+            # Fixer resolves this topic, charmer does not; both have 20 contacts on it.
+            ("topic", "billing"): {"fixer": OutcomeTally(20, 18, 90, 20), "charmer": OutcomeTally(20, 6, 60, 20)},
+            # With customers of this segment (on other topics) it is the other way round, and the
+            # newcomer has only this record.
+            ("segment", "smb"): {
+                "fixer": OutcomeTally(20, 2, 40, 20),
+                "charmer": OutcomeTally(20, 20, 100, 20),
+                "newcomer": OutcomeTally(20, 20, 100, 20),
+            },
+        }
+    )
+    m = match(contact(), roster, CustomerContext("cus_1", segment="smb"), performance=perf)
+    values = dict(zip(roster.ids, m.similar_all, strict=True))
+    # Pooled by contact counts, the segment would cancel the topic; the issue's record leads.
+    assert values["fixer"] > 0 > values["charmer"]
+    # Without any record on the topic, customers like this one are all there is to go on.
+    assert values["newcomer"] > values["fixer"]
+
+
 def test_priority_sends_pressing_contacts_to_the_strongest_agents():
     roster = Roster([agent("weak", skills={"billing": 2}), agent("strong", skills={"billing": 5})])
     weights = Weights(skill=0.0, affinity=0.0, similar_customers=0.0, continuity=0.0, idle_time=0.01, priority=1.0)
