@@ -376,18 +376,21 @@ class RapportPolicy(BasePolicy):
             with contextlib.suppress(grpc.RpcError):
                 self.stub.CancelContact(rt.CancelContactRequest(contact_id=contact_id), timeout=CALL_TIMEOUT)
         self.channel.close()
-        # The next run's statistics should not scan this one's history (the stack sweeps stragglers).
-        cleanup_graph(self.stack.neo4j, self.prefix + "-")
+        # The next run's statistics should not scan this one's history; its agents stay in the
+        # router's roster until the stack removes everything.
+        cleanup_graph(self.stack.neo4j, self.prefix + "-", customers_only=True)
 
 
-def cleanup_graph(neo4j: Neo4jSettings, run_id: str) -> None:
-    """Removes exactly this run's contacts, agents and customers (every id carries `run_id`)."""
+def cleanup_graph(neo4j: Neo4jSettings, run_id: str, *, customers_only: bool = False) -> None:
+    """Removes exactly this run's contacts, agents and customers (every id carries `run_id`);
+    `customers_only`: the customers and their history."""
     from rapport.graph.driver import open_driver
 
     driver = open_driver(neo4j)
     try:
-        driver.execute_query("MATCH (c:Contact) WHERE c.id STARTS WITH $p DETACH DELETE c", p=run_id)
-        driver.execute_query("MATCH (a:Agent) WHERE a.id STARTS WITH $p DETACH DELETE a", p=run_id)
+        if not customers_only:
+            driver.execute_query("MATCH (c:Contact) WHERE c.id STARTS WITH $p DETACH DELETE c", p=run_id)
+            driver.execute_query("MATCH (a:Agent) WHERE a.id STARTS WITH $p DETACH DELETE a", p=run_id)
         driver.execute_query(
             """
             MATCH (k:Identity) WHERE k.value STARTS WITH $p
