@@ -489,8 +489,8 @@ _PARAMETER = re.compile(r"\$(\w+)")
 _WITH_CLAUSE = re.compile(r"^(\s*)WITH\s+(DISTINCT\s+)?", re.MULTILINE)
 
 
-def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = ()) -> str:
-    """`statement` run once for each map in `$rows`, in order, in one transaction.
+def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = (), rows: str = "rows") -> str:
+    """`statement` run once for each map in `$rows` (or `$<rows>`), in order, in one transaction.
 
     Its parameters come from the row (`$agent_id` becomes `row.agent_id`), but for the `shared`
     ones. A CALL subquery runs for one row at a time and sees what the rows before it changed,
@@ -500,7 +500,23 @@ def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = ()) ->
     body = _PARAMETER.sub(lambda m: m.group(0) if m.group(1) in shared else f"row.{m.group(1)}", statement)
     body = _WITH_CLAUSE.sub(lambda m: f"{m.group(1)}WITH {m.group(2) or ''}row, ", body)
     columns = "*, row.i AS i" if returns == "*" else f"row.i AS i, {returns}"
-    return f"UNWIND $rows AS row\nCALL (row) {{\n{body.strip()}\n}}\nRETURN {columns}"
+    return f"UNWIND ${rows} AS row\nCALL (row) {{\n{body.strip()}\n}}\nRETURN {columns}"
+
+
+def one_statement(parts: Mapping[str, tuple[str, Sequence[str]]]) -> str:
+    """Several `for_each_row` statements as one, run in the order given, each over `$<name>`.
+
+    Every answer says which part (`kind`) and row (`i`) it is for; a column a part does not
+    return is null. Parts with no rows cost next to nothing, so one text serves every mix.
+    """
+    columns = sorted({c for _, returns in parts.values() for c in returns})
+    unions = []
+    for name, (statement, returns) in parts.items():
+        inner = for_each_row(statement, ", ".join(returns), rows=name)
+        head, _, _ = inner.rpartition("\nRETURN ")
+        picked = ", ".join(c if c in returns else f"null AS {c}" for c in columns)
+        unions.append(f"{head}\nRETURN '{name}' AS kind, row.i AS i, {picked}")
+    return "\nUNION ALL\n".join(unions)
 
 
 # LIMIT takes no variables: the touchpoint limit is the same for every row anyway.
@@ -510,6 +526,17 @@ CUSTOMERS_BY_ID_ROWS = for_each_row(CUSTOMER_BY_ID, "*", shared=("max_touchpoint
 RESERVE_NEW_ROWS = for_each_row(RESERVE_NEW, "ok, agent")
 ACCEPT_OFFER_ROWS = for_each_row(ACCEPT_OFFER, "ok, contact")
 COMPLETE_CONTACT_ROWS = for_each_row(COMPLETE_CONTACT, "before, ok, contact, agent")
+# The cycle's writes, whichever are waiting, in one transaction: a write transaction is most of
+# a small write's cost in Neo4j, and one statement is the driver's. Completions go first, so a
+# reservation after them can take the capacity they free; rows lock in the order of each part.
+CYCLE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "complete": (COMPLETE_CONTACT, ("before", "ok", "contact", "agent")),
+    "reserve": (RESERVE_NEW, ("ok", "agent")),
+    "accept": (ACCEPT_OFFER, ("ok", "contact")),
+}
+CYCLE_WRITES = one_statement(CYCLE_PARTS)
+# Rows of each part run in this order (agents, then contacts, locked in one order).
+_CYCLE_ORDER: dict[str, str] = {"complete": "contact_id", "reserve": "agent_id", "accept": "contact_id"}
 
 # ---------------------------------------------------------------- statistics
 
@@ -826,6 +853,14 @@ def _tallies(records: Iterable[Mapping[str, Any]]) -> dict[str | None, dict[str,
     return out
 
 
+def _cycle_what(parts: Mapping[str, Sequence[Row]]) -> str:
+    """What a cycle transaction does, for errors and logs: "reserve agent, accept offer"."""
+    return ", ".join(_CYCLE_WHAT[kind] for kind, rows in parts.items() if rows)
+
+
+_CYCLE_WHAT = {"complete": "complete contact", "reserve": "reserve agent", "accept": "accept offer"}
+
+
 # ---------------------------------------------------------------- adapter
 
 
@@ -845,9 +880,8 @@ class RouterGraph:
         # transaction (see adapters.coalescing).
         self._resolving: Coalescer[Row, Answer] = Coalescer(self._resolve_rows, "resolve customers")
         self._reading_customers: Coalescer[Row, Answer] = Coalescer(self._customer_rows, "read customers")
-        self._reserving: Coalescer[Row, Answer] = Coalescer(self._reserve_rows, "reserve agents")
-        self._accepting: Coalescer[Row, Answer] = Coalescer(self._accept_rows, "accept offers")
-        self._completing: Coalescer[Row, Answer] = Coalescer(self._complete_rows, "complete contacts")
+        # Reservations, accepts and completions waiting together share one write transaction.
+        self._writing: Coalescer[tuple[str, Row], Answer] = Coalescer(self._cycle_rows, "write contacts")
 
     # -- plumbing
 
@@ -954,24 +988,26 @@ class RouterGraph:
     def _customer_rows(self, rows: Sequence[Row]) -> list[Answer]:
         return self._rows(CUSTOMERS_BY_ID_ROWS, rows, write=False, what="read customer", shared=_SHARED_WINDOWS)
 
-    def _reserve_rows(self, rows: Sequence[Row]) -> list[Answer | BaseException]:
+    def _cycle_rows(self, calls: Sequence[tuple[str, Row]]) -> list[Answer | BaseException]:
+        """The answer to each (part, row) call of CYCLE_WRITES, in order, from one transaction."""
+        parts: dict[str, list[Row]] = {name: [] for name in CYCLE_PARTS}
+        for n, (kind, row) in enumerate(calls):
+            parts[kind].append({**row, "i": n})
+        for kind, rows in parts.items():
+            rows.sort(key=lambda r, key=_CYCLE_ORDER[kind]: r[key])  # type: ignore[misc]
+        answers: list[Answer | BaseException] = [None] * len(calls)
         try:
-            return list(
-                self._rows(RESERVE_NEW_ROWS, rows, write=True, what="reserve agent", order=lambda r: r["agent_id"])
-            )
+            for r in self.run(CYCLE_WRITES, parts, write=True, what=_cycle_what(parts)):
+                answers[r["i"]] = r
         except ConstraintError as exc:
-            if len(rows) == 1:
+            if len(calls) == 1:
                 return [exc]
-            # A contact id in use fails the whole transaction: the rows go one by one then.
-            return [self._reserve_rows([row])[0] for row in rows]
+            # A contact id in use fails the whole transaction: the calls go one by one then.
+            return [self._cycle_rows([call])[0] for call in calls]
+        return answers
 
-    def _accept_rows(self, rows: Sequence[Row]) -> list[Answer]:
-        return self._rows(ACCEPT_OFFER_ROWS, rows, write=True, what="accept offer", order=lambda r: r["contact_id"])
-
-    def _complete_rows(self, rows: Sequence[Row]) -> list[Answer]:
-        return self._rows(
-            COMPLETE_CONTACT_ROWS, rows, write=True, what="complete contact", order=lambda r: r["contact_id"]
-        )
+    def _reserve_rows(self, rows: Sequence[Row]) -> list[Answer | BaseException]:
+        return self._cycle_rows([("reserve", row) for row in rows])
 
     # -- agents
 
@@ -1099,7 +1135,7 @@ class RouterGraph:
             **self._keys(channel),
         }
         try:
-            record = self._reserving(row)
+            record = self._writing(("reserve", row))
         except ConstraintError as exc:
             raise ContactExists(props["id"]) from exc
         if record is None:
@@ -1170,8 +1206,8 @@ class RouterGraph:
     def accept_offer(
         self, contact_id: str, offer_id: str, agent_id: str, now: float
     ) -> tuple[bool, ContactRecord | None]:
-        record = self._accepting(
-            {"contact_id": contact_id, "offer_id": offer_id, "agent_id": agent_id, "now": _ms(now)}
+        record = self._writing(
+            ("accept", {"contact_id": contact_id, "offer_id": offer_id, "agent_id": agent_id, "now": _ms(now)})
         )
         if record is None:
             return False, None
@@ -1180,15 +1216,18 @@ class RouterGraph:
     def complete(
         self, contact_id: str, agent_id: str | None, ending: Mapping[str, Any], event_id: str, now: float
     ) -> tuple[str | None, bool, ContactRecord | None, AgentRecord | None]:
-        r = self._completing(
-            {
-                "contact_id": contact_id,
-                "agent_id": agent_id,
-                "ending": {"handle_seconds": None, **{k: v for k, v in ending.items()}},
-                "event_id": event_id,
-                "now": _ms(now),
-                "rev": rev(now),
-            }
+        r = self._writing(
+            (
+                "complete",
+                {
+                    "contact_id": contact_id,
+                    "agent_id": agent_id,
+                    "ending": {"handle_seconds": None, **{k: v for k, v in ending.items()}},
+                    "event_id": event_id,
+                    "now": _ms(now),
+                    "rev": rev(now),
+                },
+            )
         )
         if r is None:
             return None, False, None, None
