@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import platform
 import random
+import re
 import statistics
 import tempfile
 import threading
@@ -36,6 +37,7 @@ import grpc
 import psutil
 
 from rapport.devstack.proc import listener_pid
+from rapport.devstack.settings import Settings as StackSettings
 from rapport.graph.driver import open_driver
 from rapport.graph.schema import apply_migrations
 from rapport.settings import KafkaSettings, Neo4jSettings
@@ -293,6 +295,36 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+_PAUSE = re.compile(r"stop-the-world pause: \{pauseTime=(\d+)")
+
+
+class Neo4jPauses:
+    """Stop-the-world pauses the local Neo4j logs (JVM GC, or the process starved of CPU):
+    every call in flight waits them out, so they are the usual cause of a long tail."""
+
+    def __init__(self) -> None:
+        self.path = StackSettings.from_env().neo4j_state / "logs" / "debug.log"
+        self.offset = self._size()
+
+    def _size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def since_last(self) -> list[int] | None:
+        """Pauses (ms) logged since the last call; None when the log is not on this machine."""
+        if not self.path.exists():
+            return None
+        size = self._size()
+        start = self.offset if size >= self.offset else 0  # the log rotated
+        with self.path.open("rb") as f:
+            f.seek(start)
+            text = f.read(max(0, size - start)).decode("utf-8", "replace")
+        self.offset = size
+        return [int(m.group(1)) for m in _PAUSE.finditer(text)]
+
+
 def run_level(
     addresses: list[str], concurrency: int, scale: Scale, router_pids: list[int], neo4j_pid: int | None
 ) -> dict[str, Any]:
@@ -319,6 +351,7 @@ def run_level(
     # CPU per route over the whole level, warm-up included: on a shared machine it stays
     # meaningful where latency does not.
     load = os.getloadavg()[0]
+    pauses = Neo4jPauses()
     router_cpu = cpu_seconds(router_pids)
     graph_cpu = cpu_seconds([neo4j_pid]) if neo4j_pid else 0.0
     for p in procs:
@@ -328,6 +361,7 @@ def run_level(
         collected += out.get(timeout=scale.seconds + scale.warmup + 120)
     router_cpu = cpu_seconds(router_pids) - router_cpu
     graph_cpu = (cpu_seconds([neo4j_pid]) - graph_cpu) if neo4j_pid else 0.0
+    paused = pauses.since_last()
     for p in procs:
         p.join(30)
     route = sorted(x for r in collected for x in r["route_ms"])
@@ -350,6 +384,8 @@ def run_level(
         "neo4j_cpu_ms_per_route": round(graph_cpu * 1000 / routes_in_window, 2) if neo4j_pid else None,
         "client_cpu_ms_per_route": round(client_cpu * 1000 / routes_in_window, 2),
         "load_average_1m": round(load, 2),
+        # Neo4j's stop-the-world pauses (ms) during the level, warm-up included (None: not local).
+        "neo4j_pauses_ms": paused,
     }
 
 
@@ -366,7 +402,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def print_table(levels: list[dict[str, Any]]) -> None:
     head = f"{'clients':>7} {'routes':>8} {'routes/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     head += f" {'cycle p50':>10} {'cycle p99':>10} {'queued':>7} {'errors':>7} {'router CPU':>10} {'neo4j CPU':>10}"
-    head += f" {'client CPU':>10} {'load':>5}"
+    head += f" {'client CPU':>10} {'load':>5} {'neo4j pauses':>14}"
     print(head)
     print("-" * len(head))
     for lv in levels:
@@ -376,8 +412,16 @@ def print_table(levels: list[dict[str, Any]]) -> None:
             f"{r['p95']:>8.2f} {r['p99']:>8.2f} {c['p50']:>10.2f} {c['p99']:>10.2f} {lv['queued']:>7} "
             f"{lv['errors']:>7} {lv['router_cpu_ms_per_route']:>7.2f} ms {_ms(lv['neo4j_cpu_ms_per_route']):>10}"
             f" {lv['client_cpu_ms_per_route']:>7.2f} ms {lv['load_average_1m']:>5.2f}"
+            f" {_pauses(lv['neo4j_pauses_ms']):>14}"
         )
-    print("(CPU: milliseconds per route cycle, warm-up included; load: 1-minute load average before the level)")
+    print("(CPU: milliseconds per route cycle, warm-up included; load: 1-minute load average before the level;")
+    print(" neo4j pauses: stop-the-world pauses Neo4j logged during the level, how many and the longest)")
+
+
+def _pauses(pauses: list[int] | None) -> str:
+    if pauses is None:
+        return "-"
+    return f"{len(pauses)}, max {max(pauses)} ms" if pauses else "0"
 
 
 def _ms(value: float | None) -> str:
