@@ -116,3 +116,41 @@ def test_a_taken_contact_id_fails_only_its_own_call_in_a_shared_transaction(adap
     with deadline_scope(10), pytest.raises(ContactExists):
         adapter.reserve_new(rows[1]["contact"], offer, "chat", now)
     assert active(adapter, agent_id) == 3
+
+
+def test_a_completion_frees_the_room_a_reservation_in_the_same_transaction_takes(adapter: RouterGraph, uid: str):
+    agent_id = f"{uid}-a"
+    now = time.time()
+    with deadline_scope(10):
+        adapter.upsert_agent(
+            AgentRecord(agent_id, AgentStatus.AVAILABLE, teams=(f"{uid}-team",), capacity={"chat": 1}),
+            AgentStatus.AVAILABLE,
+            now,
+        )
+        first = reservation(uid, 0, agent_id, now)
+        assert adapter._cycle_rows([("reserve", first)])[0]["ok"]  # type: ignore[index]
+        accept = {"contact_id": f"{uid}-c0", "offer_id": f"{uid}-c0~1", "agent_id": agent_id, "now": first["now"]}
+        assert adapter._cycle_rows([("accept", accept)])[0]["ok"]  # type: ignore[index]
+        ending = {"handle_seconds": None, "outcome": "resolved", "csat": 5, "notes": None, "end_sentiment": None}
+        complete = {
+            "contact_id": f"{uid}-c0",
+            "agent_id": agent_id,
+            "ending": ending,
+            "event_id": f"{uid}-e0",
+            "now": first["now"] + 1000,
+            "rev": first["rev"] + 1000,
+        }
+        # Arriving in this order, run completions first: both reservations see the freed room in
+        # turn, the first takes it, the second finds the agent full again.
+        calls = [
+            ("reserve", reservation(uid, 1, agent_id, now + 2)),
+            ("complete", complete),
+            ("reserve", reservation(uid, 2, agent_id, now + 2)),
+        ]
+        answers = adapter._cycle_rows(calls)
+    assert [a["kind"] for a in answers] == ["reserve", "complete", "reserve"]  # type: ignore[index]
+    assert [a["ok"] for a in answers] == [True, True, False]  # type: ignore[index]
+    assert answers[1]["before"] == "assigned"  # type: ignore[index]
+    assert active(adapter, agent_id) == 1
+    with deadline_scope(10):
+        assert adapter.get_contact(f"{uid}-c2") is None
