@@ -5,7 +5,8 @@
 
 Needs the local Kafka and Neo4j (`make up`; RAPPORT_KAFKA_BOOTSTRAP / RAPPORT_NEO4J_* point it
 elsewhere). Every run uses fresh topics, a fresh consumer group and its own id prefix, so it
-never touches other data. Runs `python -m rapport_profile.worker` as a child process and
+never touches other data. Runs `python -m rapport_profile.worker` as child processes (--workers,
+2 by default: one consumer group, as a deployment scales out, one process per core here) and
 measures, in one run:
 
 1. sustained rate: the events are serialised up front, then produced as fast as the producer
@@ -34,7 +35,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from urllib.parse import urlparse
 
 import neo4j
 import psutil
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -112,7 +114,7 @@ def stored_of(driver: neo4j.Driver, event_ids: list[str]) -> int:
 
 
 def wait_visible(
-    driver: neo4j.Driver, prefix: str, last_ids: list[str], total: int, worker: WorkerProcess, timeout: float
+    driver: neo4j.Driver, prefix: str, last_ids: list[str], total: int, workers: list[WorkerProcess], timeout: float
 ) -> float:
     """Polls the graph until `total` events with `prefix` are there; returns when it saw them.
 
@@ -130,8 +132,9 @@ def wait_visible(
         if time.monotonic() - last_log > 10:
             log(f"  {stored(driver, prefix):,} / {total:,} visible")
             last_log = time.monotonic()
-        if not worker.running:
-            raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+        for worker in workers:
+            if not worker.running:
+                raise RuntimeError(f"worker died:\n{worker.log_tail()}")
         time.sleep(0.25)
     raise TimeoutError(f"only {stored(driver, prefix):,} of {total:,} visible after {timeout} s")
 
@@ -157,6 +160,35 @@ class ServerCPU:
         return out
 
 
+def wait_for_group(topics: KafkaSettings, group: str, members: int, timeout: float = 90.0) -> None:
+    """Waits until the group has settled with `members` consumers, so no rebalance falls in a run."""
+    admin = KafkaAdminClient(bootstrap_servers=topics.bootstrap_servers, **topics.kafka_python_kwargs())
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = admin.describe_groups([group]).get(group) or {}
+            if found.get("group_state") == "Stable" and len(found.get("members") or []) == members:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"consumer group {group} has not settled with {members} members after {timeout} s")
+    finally:
+        admin.close()
+
+
+@contextmanager
+def worker_processes(
+    count: int, topics: KafkaSettings, graph: Neo4jSettings, *, group: str, batch_size: int, linger: float, log: Path
+) -> Iterator[list[WorkerProcess]]:
+    """`count` workers in one consumer group, as a deployment scales out: Kafka splits the partitions."""
+    with ExitStack() as stack:
+        workers = []
+        for n in range(count):
+            env = worker_env(topics, graph, group=group, port=free_port(), batch_size=batch_size, linger=linger)
+            workers.append(stack.enter_context(WorkerProcess(env, log.with_name(f"{log.stem}-{n}.log"))))
+        wait_for_group(topics, group, count)
+        yield workers
+
+
 def per_10k(before: float | None, after: float | None, events: int) -> float | None:
     return None if before is None or after is None else round((after - before) * 10_000 / events, 2)
 
@@ -174,17 +206,20 @@ def run_sustained(
     linger: float,
     logs: Path,
     servers: ServerCPU,
+    workers: int,
 ) -> dict[str, Any]:
     topics = fresh_topics(base, run, name)
     prefix = f"{run}{name}"
     payloads = serialise(customer_stream(customers, events, prefix=prefix))
-    env = worker_env(topics, graph, group=f"bench-{run}-{name}", port=free_port(), batch_size=batch_size, linger=linger)
-    with WorkerProcess(env, logs / f"worker-{name}.log") as worker:
-        time.sleep(3)  # let the consumer join its group, so start-up is not measured
+    group = f"bench-{run}-{name}"
+    with worker_processes(
+        workers, topics, graph, group=group, batch_size=batch_size, linger=linger, log=logs / f"worker-{name}.log"
+    ) as processes:
+        time.sleep(1)  # the group is settled; let the fetchers start, so start-up is not measured
         log(f"{name}: producing {events:,} events for {customers:,} customers (batch size {batch_size})")
         kafka = producer(topics)
         load_before = os.getloadavg()
-        worker_cpu_before = worker.cpu_seconds
+        worker_cpu_before = sum(w.cpu_seconds for w in processes)
         servers_before = servers.sample()
         started = time.monotonic()
         for _, key, value in payloads:
@@ -193,19 +228,20 @@ def run_sustained(
         produced = time.monotonic()
         kafka.close()
         last_ids = [event_id for event_id, _, _ in payloads[-200:]]
-        visible = wait_visible(driver, f"{prefix}-", last_ids, events, worker, timeout=max(600.0, events / 20))
+        visible = wait_visible(driver, f"{prefix}-", last_ids, events, processes, timeout=max(600.0, events / 20))
         servers_after = servers.sample()
         load_after = os.getloadavg()
-        _, health = worker.health()
-        peak = worker.peak_rss
-        time.sleep(0.2)  # one more sample of the worker's CPU
-        cpu = worker.cpu_seconds - worker_cpu_before
+        dead_lettered = sum(w.health()[1].get("dead_lettered") or 0 for w in processes)
+        peak = max(w.peak_rss for w in processes)
+        time.sleep(0.2)  # one more sample of the workers' CPU
+        cpu = sum(w.cpu_seconds for w in processes) - worker_cpu_before
     elapsed = visible - started
     return {
         "events": events,
         "customers": customers,
         "batch_size": batch_size,
         "linger_s": linger,
+        "workers": workers,
         "produce_s": round(produced - started, 3),
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round(events / elapsed, 1),
@@ -215,7 +251,7 @@ def run_sustained(
         "neo4j_cpu_s_per_10k_events": per_10k(servers_before["neo4j"], servers_after["neo4j"], events),
         "kafka_cpu_s_per_10k_events": per_10k(servers_before["kafka"], servers_after["kafka"], events),
         "load_average_1m": [round(load_before[0], 2), round(load_after[0], 2)],
-        "dead_lettered": health.get("dead_lettered"),
+        "dead_lettered": dead_lettered,
     }
 
 
@@ -230,15 +266,18 @@ def run_freshness(
     batch_size: int,
     linger: float,
     logs: Path,
+    workers: int,
 ) -> dict[str, Any]:
     topics = fresh_topics(base, run, "fresh")
     prefix = f"{run}fresh"
     total = rate * seconds
     payloads = serialise(customer_stream(customers, total, prefix=prefix, seed=11))
-    env = worker_env(topics, graph, group=f"bench-{run}-fresh", port=free_port(), batch_size=batch_size, linger=linger)
     sent_at: dict[str, float] = {}
-    with WorkerProcess(env, logs / "worker-fresh.log") as worker:
-        time.sleep(3)
+    group = f"bench-{run}-fresh"
+    with worker_processes(
+        workers, topics, graph, group=group, batch_size=batch_size, linger=linger, log=logs / "worker-fresh.log"
+    ) as processes:
+        time.sleep(1)
         log(f"freshness: {total:,} events at {rate:,}/s for {seconds} s")
         kafka = producer(topics)
         kafka.config["linger_ms"] = 0
@@ -277,8 +316,9 @@ def run_freshness(
                 for event_id in update.event_ids:
                     committed.setdefault(event_id, at)
         consumer.close()
-        if not worker.running:
-            raise RuntimeError(worker.log_tail())
+        for worker in processes:
+            if not worker.running:
+                raise RuntimeError(worker.log_tail())
     lags = sorted(committed[e] - sent_at[e] for e in sent_at if e in committed)
     if len(lags) < total:
         log(f"[yellow]freshness: only {len(lags):,} of {total:,} events were announced[/yellow]")
@@ -290,6 +330,7 @@ def run_freshness(
         "measured": len(lags),
         "batch_size": batch_size,
         "linger_s": linger,
+        "workers": workers,
         "p50_s": round(quantiles[49], 4),
         "p95_s": round(quantiles[94], 4),
         "p99_s": round(quantiles[98], 4),
@@ -305,6 +346,9 @@ def main() -> None:
     parser.add_argument("--baseline-events", type=int, help="events in the batch-of-1 run (4,000; quick 1,000)")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--linger", type=float, default=0.05)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes in one consumer group (2, one per core here)"
+    )
     parser.add_argument("--fresh-rate", type=int, default=1000, help="events/s in the freshness run")
     parser.add_argument("--fresh-seconds", type=int, help="length of the freshness run (60; quick 15)")
     parser.add_argument("--skip", action="append", default=[], choices=["sustained", "baseline", "freshness"])
@@ -337,13 +381,14 @@ def main() -> None:
         if "sustained" not in args.skip:
             results["sustained"] = run_sustained(
                 kafka, graph, driver, run=run, name="batched", customers=customers, events=events,
-                batch_size=args.batch_size, linger=args.linger, logs=logs, servers=servers,
+                batch_size=args.batch_size, linger=args.linger, logs=logs, servers=servers, workers=args.workers,
             )  # fmt: skip
             log(f"sustained: {results['sustained']}")
         if "baseline" not in args.skip:
             results["baseline"] = run_sustained(
                 kafka, graph, driver, run=run, name="single", customers=max(1, baseline_events // 10),
                 events=baseline_events, batch_size=1, linger=args.linger, logs=logs, servers=servers,
+                workers=args.workers,
             )  # fmt: skip
             log(f"baseline: {results['baseline']}")
         if "sustained" in results and "baseline" in results:
@@ -353,7 +398,7 @@ def main() -> None:
         if "freshness" not in args.skip:
             results["freshness"] = run_freshness(
                 kafka, graph, run=run, customers=customers, rate=args.fresh_rate, seconds=fresh_seconds,
-                batch_size=args.batch_size, linger=args.linger, logs=logs,
+                batch_size=args.batch_size, linger=args.linger, logs=logs, workers=args.workers,
             )  # fmt: skip
             log(f"freshness: {results['freshness']}")
     finally:
