@@ -539,14 +539,16 @@ class GraphWriter:
         plan = plan_batch(records, known, now, self._kept_apart(tx, records, known))
 
         absorbed_now = {m.absorbed_id: plan.final(m.absorbed_id) for m in plan.merges if m.absorbed_is_new}
-        self._run(
-            tx,
-            CREATE_CUSTOMERS,
-            now=now,
-            customers=[
-                {"id": cid, "created_at": at, "merged_into": absorbed_now.get(cid)} for cid, at in plan.new_customers
-            ],
-        )
+        if plan.new_customers:
+            self._run(
+                tx,
+                CREATE_CUSTOMERS,
+                now=now,
+                customers=[
+                    {"id": cid, "created_at": at, "merged_into": absorbed_now.get(cid)}
+                    for cid, at in plan.new_customers
+                ],
+            )
         if plan.attachments:
             self._run(
                 tx,
