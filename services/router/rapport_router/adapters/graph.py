@@ -489,8 +489,8 @@ _PARAMETER = re.compile(r"\$(\w+)")
 _WITH_CLAUSE = re.compile(r"^(\s*)WITH\s+(DISTINCT\s+)?", re.MULTILINE)
 
 
-def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = (), rows: str = "rows") -> str:
-    """`statement` run once for each map in `$rows` (or `$<rows>`), in order, in one transaction.
+def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = (), rows: str = "$rows") -> str:
+    """`statement` run once for each map in `$rows` (or the list `rows`), in order, in one transaction.
 
     Its parameters come from the row (`$agent_id` becomes `row.agent_id`), but for the `shared`
     ones. A CALL subquery runs for one row at a time and sees what the rows before it changed,
@@ -500,23 +500,28 @@ def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = (), ro
     body = _PARAMETER.sub(lambda m: m.group(0) if m.group(1) in shared else f"row.{m.group(1)}", statement)
     body = _WITH_CLAUSE.sub(lambda m: f"{m.group(1)}WITH {m.group(2) or ''}row, ", body)
     columns = "*, row.i AS i" if returns == "*" else f"row.i AS i, {returns}"
-    return f"UNWIND ${rows} AS row\nCALL (row) {{\n{body.strip()}\n}}\nRETURN {columns}"
+    return f"UNWIND {rows} AS row\nCALL (row) {{\n{body.strip()}\n}}\nRETURN {columns}"
 
 
 def one_statement(parts: Mapping[str, tuple[str, Sequence[str]]]) -> str:
-    """Several `for_each_row` statements as one, run in the order given, each over `$<name>`.
+    """Several `for_each_row` statements as one, run in the order given, each over the rows of
+    `$rows` whose `kind` is its name.
 
     Every answer says which part (`kind`) and row (`i`) it is for; a column a part does not
-    return is null. Parts with no rows cost next to nothing, so one text serves every mix.
+    return is null. Parts with no rows cost next to nothing. All rows travel in one list so that
+    the parameters' types never change: Neo4j plans a statement again for each new combination
+    of parameter types (an empty list is one), and this one takes a third of a second to plan.
     """
     columns = sorted({c for _, returns in parts.values() for c in returns})
     unions = []
     for name, (statement, returns) in parts.items():
-        inner = for_each_row(statement, ", ".join(returns), rows=name)
+        inner = for_each_row(statement, ", ".join(returns), rows=f"[r IN $rows WHERE r.kind = '{name}']")
         head, _, _ = inner.rpartition("\nRETURN ")
         picked = ", ".join(c if c in returns else f"null AS {c}" for c in columns)
         unions.append(f"{head}\nRETURN '{name}' AS kind, row.i AS i, {picked}")
-    return "\nUNION ALL\n".join(unions)
+    # Its plan rests on unique-index seeks, which changing statistics never improve: a plan in
+    # the cache is kept rather than made again as contacts come and go.
+    return "CYPHER replan=skip\n" + "\nUNION ALL\n".join(unions)
 
 
 # LIMIT takes no variables: the touchpoint limit is the same for every row anyway.
@@ -537,6 +542,7 @@ CYCLE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
 CYCLE_WRITES = one_statement(CYCLE_PARTS)
 # Rows of each part run in this order (agents, then contacts, locked in one order).
 _CYCLE_ORDER: dict[str, str] = {"complete": "contact_id", "reserve": "agent_id", "accept": "contact_id"}
+_CYCLE_RANK = {name: n for n, name in enumerate(CYCLE_PARTS)}
 
 # ---------------------------------------------------------------- statistics
 
@@ -853,9 +859,10 @@ def _tallies(records: Iterable[Mapping[str, Any]]) -> dict[str | None, dict[str,
     return out
 
 
-def _cycle_what(parts: Mapping[str, Sequence[Row]]) -> str:
+def _cycle_what(rows: Sequence[Row]) -> str:
     """What a cycle transaction does, for errors and logs: "reserve agent, accept offer"."""
-    return ", ".join(_CYCLE_WHAT[kind] for kind, rows in parts.items() if rows)
+    kinds = {r["kind"] for r in rows}
+    return ", ".join(what for kind, what in _CYCLE_WHAT.items() if kind in kinds)
 
 
 _CYCLE_WHAT = {"complete": "complete contact", "reserve": "reserve agent", "accept": "accept offer"}
@@ -990,14 +997,11 @@ class RouterGraph:
 
     def _cycle_rows(self, calls: Sequence[tuple[str, Row]]) -> list[Answer | BaseException]:
         """The answer to each (part, row) call of CYCLE_WRITES, in order, from one transaction."""
-        parts: dict[str, list[Row]] = {name: [] for name in CYCLE_PARTS}
-        for n, (kind, row) in enumerate(calls):
-            parts[kind].append({**row, "i": n})
-        for kind, rows in parts.items():
-            rows.sort(key=lambda r, key=_CYCLE_ORDER[kind]: r[key])  # type: ignore[misc]
+        rows = [{**row, "i": n, "kind": kind} for n, (kind, row) in enumerate(calls)]
+        rows.sort(key=lambda r: (_CYCLE_RANK[r["kind"]], r[_CYCLE_ORDER[r["kind"]]]))
         answers: list[Answer | BaseException] = [None] * len(calls)
         try:
-            for r in self.run(CYCLE_WRITES, parts, write=True, what=_cycle_what(parts)):
+            for r in self.run(CYCLE_WRITES, {"rows": rows}, write=True, what=_cycle_what(rows)):
                 answers[r["i"]] = r
         except ConstraintError as exc:
             if len(calls) == 1:
