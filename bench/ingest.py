@@ -270,6 +270,7 @@ def run_freshness(
     linger: float,
     logs: Path,
     workers: int,
+    servers: ServerCPU,
 ) -> dict[str, Any]:
     topics = fresh_topics(base, run, "fresh")
     prefix = f"{run}fresh"
@@ -284,6 +285,8 @@ def run_freshness(
         log(f"freshness: {total:,} events at {rate:,}/s for {seconds} s")
         kafka = producer(topics)
         kafka.config["linger_ms"] = 0
+        worker_cpu_before = sum(w.cpu_seconds for w in processes)
+        servers_before = servers.sample()
         tick = 0.01
         per_tick = max(1, round(rate * tick))
         start = time.time()
@@ -319,6 +322,9 @@ def run_freshness(
                 for event_id in update.event_ids:
                     committed.setdefault(event_id, at)
         consumer.close()
+        servers_after = servers.sample()
+        time.sleep(0.2)  # one more sample of the workers' CPU
+        cpu = sum(w.cpu_seconds for w in processes) - worker_cpu_before
         for worker in processes:
             if not worker.running:
                 raise RuntimeError(worker.log_tail())
@@ -338,6 +344,9 @@ def run_freshness(
         "p95_s": round(quantiles[94], 4),
         "p99_s": round(quantiles[98], 4),
         "max_s": round(lags[-1], 4),
+        # Small batches at this rate: the per-batch costs show here.
+        "worker_cpu_ms_per_event": round(cpu * 1000 / total, 3),
+        "neo4j_cpu_s_per_10k_events": per_10k(servers_before["neo4j"], servers_after["neo4j"], total),
     }
 
 
@@ -416,6 +425,7 @@ def main() -> None:
             results["freshness"] = run_freshness(
                 kafka, graph, run=run, customers=customers, rate=args.fresh_rate, seconds=fresh_seconds,
                 batch_size=args.batch_size, linger=args.linger, logs=logs, workers=args.fresh_workers,
+                servers=servers,
             )  # fmt: skip
             log(f"freshness: {results['freshness']}")
     finally:
