@@ -37,6 +37,7 @@ from neo4j.exceptions import (
 )
 
 from rapport.effort import MAX_TOUCHPOINTS, Touchpoint, facts_from_json
+from rapport.graph.driver import Rows
 from rapport_router import deadline
 from rapport_router.adapters.coalescing import Coalescer
 from rapport_router.domain.contact import OFFER_SEPARATOR, ContactRecord, OfferInfo
@@ -983,7 +984,7 @@ class RouterGraph:
         if order is not None:
             numbered.sort(key=order)
         answers: list[Answer] = [None] * len(rows)
-        for r in self.run(statement, {"rows": numbered, **(shared or {})}, write=write, what=what):
+        for r in self.run(statement, {"rows": Rows(numbered), **(shared or {})}, write=write, what=what):
             answers[r["i"]] = r
         return answers
 
@@ -1001,7 +1002,7 @@ class RouterGraph:
         rows.sort(key=lambda r: (_CYCLE_RANK[r["kind"]], r[_CYCLE_ORDER[r["kind"]]]))
         answers: list[Answer | BaseException] = [None] * len(calls)
         try:
-            for r in self.run(CYCLE_WRITES, {"rows": rows}, write=True, what=_cycle_what(rows)):
+            for r in self.run(CYCLE_WRITES, {"rows": Rows(rows)}, write=True, what=_cycle_what(rows)):
                 answers[r["i"]] = r
         except ConstraintError as exc:
             if len(calls) == 1:
