@@ -188,7 +188,7 @@ LIMIT $limit
 
 AGENTS_CHANGED = f"""
 MATCH (a:Agent)
-WHERE a.rev >= $since
+WHERE a.rev >= $since AND a.id IS NOT NULL
 RETURN {AGENT} AS agent
 """
 
@@ -1065,6 +1065,8 @@ class RouterGraph:
         changed = []
         for r in self.read(AGENTS_CHANGED, "read agents", since=since_rev):
             props = r["agent"]
+            if props.get("id") is None:  # deleted while the roster was read
+                continue
             seen = known.get(props["id"]) if known is not None else None
             if seen is None or seen.updated_at is None or seen.updated_at != _seconds(props["updated_at"]):
                 changed.append(agent_from_props(props))
