@@ -50,6 +50,14 @@ def adapter(graph: neo4j.Driver, neo4j_settings: Neo4jSettings, cleanup: str) ->
     adapter.close()
 
 
+def chat_agent(adapter: RouterGraph, uid: str, capacity: int, now: float) -> str:
+    """An available agent of this test with room for `capacity` chats."""
+    agent_id = f"{uid}-a"
+    record = AgentRecord(agent_id, AgentStatus.AVAILABLE, teams=(f"{uid}-team",), capacity={"chat": capacity})
+    adapter.upsert_agent(record, AgentStatus.AVAILABLE, now)
+    return agent_id
+
+
 def active(adapter: RouterGraph, agent_id: str) -> int:
     record = adapter.get_agent(agent_id)
     assert record is not None
@@ -57,14 +65,9 @@ def active(adapter: RouterGraph, agent_id: str) -> int:
 
 
 def test_three_reservations_for_an_agent_with_room_for_two_in_one_transaction(adapter: RouterGraph, uid: str):
-    agent_id = f"{uid}-a"
     now = time.time()
     with deadline_scope(10):
-        adapter.upsert_agent(
-            AgentRecord(agent_id, AgentStatus.AVAILABLE, teams=(f"{uid}-team",), capacity={"chat": 2}),
-            AgentStatus.AVAILABLE,
-            now,
-        )
+        agent_id = chat_agent(adapter, uid, 2, now)
         rows = [reservation(uid, n, agent_id, now) for n in range(3)]
         answers = {r["i"]: r["ok"] for r in adapter.write(RESERVE_NEW_ROWS, "reserve", rows=rows)}
         # Each row saw the ones before it: the third found no room, so no overbooking.
@@ -97,14 +100,9 @@ def test_three_reservations_for_an_agent_with_room_for_two_in_one_transaction(ad
 
 
 def test_a_taken_contact_id_fails_only_its_own_call_in_a_shared_transaction(adapter: RouterGraph, uid: str):
-    agent_id = f"{uid}-a"
     now = time.time()
     with deadline_scope(10):
-        adapter.upsert_agent(
-            AgentRecord(agent_id, AgentStatus.AVAILABLE, teams=(f"{uid}-team",), capacity={"chat": 4}),
-            AgentStatus.AVAILABLE,
-            now,
-        )
+        agent_id = chat_agent(adapter, uid, 4, now)
         assert adapter.write(RESERVE_NEW_ROWS, "reserve", rows=[reservation(uid, 0, agent_id, now)])[0]["ok"]
         rows = [reservation(uid, n, agent_id, now) for n in (1, 0, 2)]
         answers = adapter._reserve_rows(rows)  # what the coalesced reserve_new calls run
@@ -119,14 +117,9 @@ def test_a_taken_contact_id_fails_only_its_own_call_in_a_shared_transaction(adap
 
 
 def test_a_completion_frees_the_room_a_reservation_in_the_same_transaction_takes(adapter: RouterGraph, uid: str):
-    agent_id = f"{uid}-a"
     now = time.time()
     with deadline_scope(10):
-        adapter.upsert_agent(
-            AgentRecord(agent_id, AgentStatus.AVAILABLE, teams=(f"{uid}-team",), capacity={"chat": 1}),
-            AgentStatus.AVAILABLE,
-            now,
-        )
+        agent_id = chat_agent(adapter, uid, 1, now)
         first = reservation(uid, 0, agent_id, now)
         assert adapter._cycle_rows([("reserve", first)])[0]["ok"]  # type: ignore[index]
         accept = {"contact_id": f"{uid}-c0", "offer_id": f"{uid}-c0~1", "agent_id": agent_id, "now": first["now"]}
