@@ -386,21 +386,26 @@ def cleanup_graph(neo4j: Neo4jSettings, run_id: str, *, customers_only: bool = F
     `customers_only`: the customers and their history."""
     from rapport.graph.driver import open_driver
 
+    # Auto-commit batches (CALL ... IN TRANSACTIONS): one transaction over a long run's history
+    # can exceed Neo4j's transaction memory limit.
+    statements = [
+        *(
+            ()
+            if customers_only
+            else ("MATCH (x:Contact) WHERE x.id STARTS WITH $p", "MATCH (x:Agent) WHERE x.id STARTS WITH $p")
+        ),
+        "MATCH (k:Identity)-[:IDENTIFIES]->(c:Customer)-[:HAD]->(x:Interaction) WHERE k.value STARTS WITH $p",
+        "MATCH (k:Identity)-[:IDENTIFIES]->(c:Customer)-[:HAS_CASE|OWNS]->(x) WHERE k.value STARTS WITH $p",
+        "MATCH (k:Identity)-[:IDENTIFIES]->(x:Customer) WHERE k.value STARTS WITH $p",
+        "MATCH (x:Identity) WHERE x.value STARTS WITH $p",
+    ]
     driver = open_driver(neo4j)
     try:
-        if not customers_only:
-            driver.execute_query("MATCH (c:Contact) WHERE c.id STARTS WITH $p DETACH DELETE c", p=run_id)
-            driver.execute_query("MATCH (a:Agent) WHERE a.id STARTS WITH $p DETACH DELETE a", p=run_id)
-        driver.execute_query(
-            """
-            MATCH (k:Identity) WHERE k.value STARTS WITH $p
-            OPTIONAL MATCH (k)-[:IDENTIFIES]->(c:Customer)
-            OPTIONAL MATCH (c)-[:HAD]->(i:Interaction)
-            OPTIONAL MATCH (c)-[:HAS_CASE]->(cs:Case)
-            OPTIONAL MATCH (c)-[:OWNS]->(d:Device)
-            DETACH DELETE k, c, i, cs, d
-            """,
-            p=run_id,
-        )
+        with driver.session() as session:
+            for match in statements:
+                session.run(
+                    f"{match} WITH DISTINCT x CALL (x) {{ DETACH DELETE x }} IN TRANSACTIONS OF 1000 ROWS",  # type: ignore[arg-type]
+                    p=run_id,
+                ).consume()
     finally:
         driver.close()
