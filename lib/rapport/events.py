@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from google.protobuf.message import DecodeError
 
 from rapport.identity import InvalidIdentifier, NormalisedIdentifier, normalise
@@ -25,14 +27,20 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
+@cache
+def _enum_names(enum: object) -> dict[int, str]:
+    # The ingest worker checks several enums on every event; the descriptor's own mapping is
+    # rebuilt on each access.
+    return {v.number: v.name for v in enum.DESCRIPTOR.values}  # type: ignore[attr-defined]
+
+
 def _enum_name(enum: object, value: int, field: str) -> str:
-    descriptor = enum.DESCRIPTOR  # type: ignore[attr-defined]
-    name = descriptor.values_by_number.get(value)
+    name = _enum_names(enum).get(value)
     if name is None:
         raise InvalidEvent(field, f"unknown value {value}")
     if value == 0:
         raise InvalidEvent(field, "is required")
-    return str(name.name)
+    return name
 
 
 def decode(payload: bytes) -> events_pb2.InteractionEvent:

@@ -2,13 +2,14 @@
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import neo4j.exceptions
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from rapport_profile.adapters.graph import BatchResult, CustomerChange
-from rapport_profile.adapters.kafka import DLQ_ERROR, DLQ_SOURCE_OFFSET, dead_letter_headers
+from rapport_profile.adapters.kafka import DLQ_ERROR, DLQ_SOURCE_OFFSET, customer_updated, dead_letter_headers
 from rapport_profile.domain.interactions import InteractionRecord
 from rapport_profile.domain.records import KafkaRecord, Rejected
 from rapport_profile.ingest import IngestService
@@ -118,6 +119,17 @@ def test_dead_letter_headers_keep_the_original_and_say_where_it_came_from():
     headers = dead_letter_headers(rejected, "g")
     assert headers[0] == ("origin", b"ivr")
     assert dict(headers)[DLQ_ERROR] == b"invalid" and dict(headers)[DLQ_SOURCE_OFFSET] == b"17"
+
+
+def test_a_customer_update_carries_the_commit_time_given_as_a_datetime_or_once_converted():
+    committed = datetime(2026, 11, 23, 16, 5, 7, 250_000, tzinfo=UTC)
+    stamp = Timestamp()
+    stamp.FromDatetime(committed)
+    change = CustomerChange("cus_1", ["e1", "e2"], ["cus_9"])
+    update = customer_updated(change, committed)
+    assert update == customer_updated(change, stamp)
+    assert update.committed_at.ToDatetime(tzinfo=UTC) == committed
+    assert list(update.event_ids) == ["e1", "e2"] and list(update.merged_customer_ids) == ["cus_9"]
 
 
 def test_the_batch_span_continues_the_producer_trace_and_wraps_the_graph_write():

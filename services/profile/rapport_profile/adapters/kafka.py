@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import propagate
 from opentelemetry.propagators.textmap import Setter
 
@@ -58,14 +59,18 @@ def dead_letter_headers(rejected: Rejected, consumer_group: str) -> list[tuple[s
     return headers
 
 
-def customer_updated(change: CustomerChange, committed_at: datetime) -> events_pb2.CustomerUpdated:
-    update = events_pb2.CustomerUpdated(
+def customer_updated(change: CustomerChange, committed_at: datetime | Timestamp) -> events_pb2.CustomerUpdated:
+    """`committed_at` may come converted already: a batch announces up to one update per event."""
+    if isinstance(committed_at, datetime):
+        stamp = Timestamp()
+        stamp.FromDatetime(committed_at)
+        committed_at = stamp
+    return events_pb2.CustomerUpdated(
         customer_id=change.customer_id,
         event_ids=change.event_ids,
         merged_customer_ids=change.merged_customer_ids,
+        committed_at=committed_at,
     )
-    update.committed_at.FromDatetime(committed_at)
-    return update
 
 
 class _HeaderSetter(Setter[list[tuple[str, bytes]]]):
@@ -107,11 +112,13 @@ class KafkaOutbox:
         producer = self._producer()
         headers: list[tuple[str, bytes]] = []
         propagate.inject(headers, setter=_HeaderSetter())
+        stamp = Timestamp()
+        stamp.FromDatetime(committed_at)
         pending = [
             await producer.send(
                 self._updates,
                 change.customer_id.encode(),
-                customer_updated(change, committed_at).SerializeToString(),
+                customer_updated(change, stamp).SerializeToString(),
                 None,
                 None,
                 headers,

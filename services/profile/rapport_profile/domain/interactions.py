@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from google.protobuf.descriptor import EnumDescriptor
@@ -22,6 +23,8 @@ MASK = "****"
 _MIN_LENGTH_SHOWING_TAIL = 12
 
 
+# Seven calls per ingested event; a pure function of a few hundred (enum, value) pairs.
+@cache
 def short_name(enum: EnumDescriptor, value: int) -> str | None:
     """`CHANNEL_VOICE` -> "voice"; the unspecified value -> None."""
     if value == 0:
