@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prior-hours",
         type=float,
-        default=24.0,
+        default=72.0,
         help="simulated hours of earlier contacts (longest idle) in the graph before a Rapport run (0: none)",
     )
     parser.add_argument(
