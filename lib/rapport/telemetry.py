@@ -1,7 +1,8 @@
 """OpenTelemetry set-up, configured only through the standard OTEL_* variables.
 
-With neither OTEL_TRACES_EXPORTER nor OTEL_EXPORTER_OTLP_ENDPOINT set, spans are still created
-(so logs carry trace ids and context crosses Kafka) but nothing is exported.
+With neither OTEL_TRACES_EXPORTER nor OTEL_EXPORTER_OTLP_ENDPOINT set, spans still get ids (so
+logs carry trace ids and context crosses Kafka) but are not recorded, unless a caller's sampled
+trace arrives: nothing would read them, and recording cost the router 7% of its CPU.
 Exporters: `otlp` (gRPC, OTEL_EXPORTER_OTLP_ENDPOINT), `console`, `none`; OTEL_SDK_DISABLED=true
 exports nothing. The SDK itself reads the rest (OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER,
 OTEL_METRIC_EXPORT_INTERVAL, OTEL_EXPORTER_OTLP_HEADERS, ...). Metric names and units live in
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -33,12 +35,42 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
     import grpc
 
 # The OTLP exporters installed with Rapport speak gRPC only.
 SUPPORTED_OTLP_PROTOCOLS = ("grpc",)
+
+
+class RecordedWhenExported(Sampler):
+    """The configured sampler (OTEL_TRACES_SAMPLER) once spans are exported; before that, only a
+    sampled parent's trace is recorded, so a trace that other services export stays whole."""
+
+    def __init__(self, configured: Sampler) -> None:
+        self.configured = configured
+        self.exported = False
+
+    def should_sample(  # noqa: PLR0917 (the SDK's signature)
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if self.exported or (parent.is_valid and parent.trace_flags.sampled):
+            return self.configured.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+        return SamplingResult(Decision.DROP, None, parent.trace_state if parent.is_valid else None)
+
+    def get_description(self) -> str:
+        return f"RecordedWhenExported{{{self.configured.get_description()}}}"
 
 
 @dataclass
@@ -101,10 +133,12 @@ def configure_telemetry(
     """
     env = os.environ if env is None else env
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service)})
-    tracer_provider = TracerProvider(resource=resource)
+    sampler = RecordedWhenExported(TracerProvider().sampler)  # the SDK reads OTEL_TRACES_SAMPLER
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     exporter = span_exporter or _span_exporter(_exporter_name(env, "TRACES"))
     if exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        sampler.exported = True
     readers: list[MetricReader] = []
     if metric_reader is not None:
         readers.append(metric_reader)
@@ -139,4 +173,6 @@ def capture_spans() -> InMemorySpanExporter:
         provider = configure_telemetry("rapport-test", env={}).tracer_provider
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if isinstance(provider.sampler, RecordedWhenExported):
+        provider.sampler.exported = True
     return exporter

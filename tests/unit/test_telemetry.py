@@ -9,7 +9,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricRea
 
 from rapport import metrics
 from rapport.logs import JsonFormatter
-from rapport.telemetry import _exporter_name, capture_spans
+from rapport.telemetry import _exporter_name, capture_spans, configure_telemetry
 
 pytestmark = pytest.mark.unit
 
@@ -157,3 +157,44 @@ def test_json_logs_carry_the_ids_of_the_current_span():
     assert line["span_id"] == format(ctx.span_id, "016x")
     assert any(s.context.span_id == ctx.span_id for s in spans.get_finished_spans())
     assert "trace_id" not in json.loads(JsonFormatter("router").format(record))
+
+
+def _span_in(provider: Any, parent: Any = None) -> tuple[Any, bool, dict[str, Any]]:
+    """A span started under `provider`, whether it was recording, and a log line written in it."""
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("route", context=parent) as span:
+        line = json.loads(JsonFormatter("router").format(logging.LogRecord("t", logging.INFO, "", 1, "x", None, None)))
+        return span, span.is_recording(), line
+
+
+def test_with_nothing_exporting_a_span_is_not_recorded_but_logs_still_carry_its_trace_id():
+    provider = configure_telemetry("rapport-test", env={}).tracer_provider
+    span, recording, line = _span_in(provider)
+    assert not recording
+    assert span.get_span_context().is_valid
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+
+
+def test_a_sampled_caller_s_trace_is_recorded_even_with_nothing_exporting_here():
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    provider = configure_telemetry("rapport-test", env={}).tracer_provider
+    caller = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    span, recording, _ = _span_in(provider, trace.set_span_in_context(NonRecordingSpan(caller)))
+    assert recording
+    assert span.get_span_context().trace_id == 0x1234
+    unsampled = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    _, recording, _ = _span_in(provider, trace.set_span_in_context(NonRecordingSpan(unsampled)))
+    assert not recording
+
+
+def test_spans_are_recorded_once_an_exporter_is_configured():
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    telemetry = configure_telemetry("rapport-test", env={}, span_exporter=exporter)
+    _, recording, _ = _span_in(telemetry.tracer_provider)
+    assert recording
+    telemetry.tracer_provider.force_flush()
+    assert [s.name for s in exporter.get_finished_spans()] == ["route"]
