@@ -13,6 +13,7 @@ import neo4j
 
 from rapport import metrics
 from rapport.graph.driver import open_driver
+from rapport_profile.adapters import faust_transport
 from rapport_profile.adapters.graph import GraphWriter
 from rapport_profile.adapters.kafka import KafkaOutbox
 from rapport_profile.config import IngestSettings
@@ -74,7 +75,7 @@ def _die(exc: BaseException) -> None:
 
 
 def build_app(settings: IngestSettings) -> faust.App:
-    return faust.App(
+    app = faust.App(
         settings.group,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],
         store="memory://",
@@ -97,6 +98,8 @@ def build_app(settings: IngestSettings) -> faust.App:
         web_host=settings.web_host,
         web_port=settings.web_port,
     )
+    app.transport = faust_transport.Transport(app.conf.broker_consumer, app)
+    return app
 
 
 def build_ingest_worker(

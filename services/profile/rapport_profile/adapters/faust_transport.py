@@ -1,0 +1,79 @@
+"""Faust's aiokafka transport, handing each fetched message to the streams more cheaply.
+
+Faust delivers every fetched message with `wait_first(callback(message), suspend_flow.wait())`:
+four tasks and an `asyncio.wait` per message, ~50 us of CPU (measured: a bare Faust consumer
+of this worker's shape spends 92 us per message, 46 us with this transport). The race matters only
+while a delivery waits (flow control during a rebalance, a full stream buffer, a full producer
+buffer). So the delivery is stepped inline until it first has to wait; only then does the rest
+of it take Faust's own path, racing the flow suspension exactly as before.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.services import WaitResults
+
+
+class _Rest:
+    """The rest of a coroutine that was stepped by hand and now waits for `awaiting`."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], awaiting: Any) -> None:
+        self._coro = coro
+        self._awaiting = awaiting
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, awaiting = self._coro, self._awaiting
+        while True:
+            # The enclosing task waits for what the coroutine waits for, then resumes it.
+            try:
+                sent = yield awaiting
+            except BaseException as exc:  # noqa: BLE001 - cancellation included: the coroutine gets it
+                try:
+                    awaiting = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    awaiting = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], awaiting: Any) -> Any:
+    return await _Rest(coro, awaiting)
+
+
+class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        if len(coros) != 2 or timeout is not None or not self._is_delivery(*coros):
+            return await super().wait_first(*coros, timeout=timeout)
+        delivery, flow_suspended = coros
+        try:
+            awaiting = delivery.send(None)
+        except StopIteration as done:
+            flow_suspended.close()
+            return WaitResults([delivery], [done.value], False)
+        except BaseException:
+            flow_suspended.close()
+            raise
+        return await super().wait_first(_finish(delivery, awaiting), flow_suspended)
+
+    def _is_delivery(self, delivery: Any, other: Any) -> bool:
+        """The drain loop's call: a fresh delivery coroutine and the wait for a flow suspension
+        that has not happened (if it has, Faust's own path decides)."""
+        frame = getattr(other, "cr_frame", None)
+        return (
+            frame is not None
+            and frame.f_locals.get("self") is self.suspend_flow
+            and not self.suspend_flow.is_set()
+            and inspect.iscoroutine(delivery)
+            and inspect.getcoroutinestate(delivery) == inspect.CORO_CREATED
+        )
+
+
+class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+    Consumer = Consumer
