@@ -48,6 +48,7 @@ from urllib.parse import urlparse
 import neo4j
 import psutil
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
@@ -169,7 +170,13 @@ def wait_for_group(topics: KafkaSettings, group: str, members: int, timeout: flo
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = admin.describe_groups([group]).get(group) or {}
+            try:
+                found = admin.describe_groups([group]).get(group) or {}
+            except KafkaError as exc:
+                # A fresh broker has no coordinator until its offsets topic exists.
+                if not exc.retriable:
+                    raise
+                found = {}
             if found.get("group_state") == "Stable" and len(found.get("members") or []) == members:
                 return
             time.sleep(0.5)
