@@ -150,7 +150,9 @@ class WorkerProcess:
             return "(no log)"
 
     def __enter__(self) -> WorkerProcess:
-        return self.start()
+        # `with WorkerProcess(...).start():` is the same as `with WorkerProcess(...):` (starting
+        # again would leave the first process running, unowned).
+        return self if self.running else self.start()
 
     def __exit__(self, *_: object) -> None:
         self.stop()
