@@ -159,28 +159,8 @@ def test_a_caller_waits_no_longer_than_its_deadline_and_leaves_the_queue():
     assert graph.rounds == [["a"], ["c"]]
 
 
-def test_when_a_round_runs_out_of_time_its_sender_fails_and_callers_with_time_left_go_on():
-    graph = Graph()
-    graph.fail = {1: Unavailable("customer graph did not answer within the call's deadline")}
-    rounds = ResolutionRounds(graph.resolve_many)
-    first = start_held_round(graph, rounds, "a")
-    sender, patient = Caller(rounds, "b"), Caller(rounds, "c")
-    sender.start()
-    until(queued(rounds, 1))
-    patient.start()
-    until(queued(rounds, 2))
-    graph.hold.set()
-    for caller in (first, sender, patient):
-        caller.join(WAIT)
-    assert isinstance(sender.error, Unavailable)
-    assert patient.error is None and patient.result == resolved(key("c"))
-    assert graph.rounds == [["a"], ["b", "c"], ["c"]]
-
-
-def test_a_bug_in_a_round_is_raised_by_its_sender_and_internal_for_the_others():
-    graph = Graph()
-    graph.fail = {1: KeyError("boom")}
-    rounds = ResolutionRounds(graph.resolve_many)
+def second_round_of_two(graph: Graph, rounds: ResolutionRounds) -> tuple[Caller, Caller]:
+    """Callers "b" (the sender) and "c" queue behind a held round for "a"; all three are done."""
     first = start_held_round(graph, rounds, "a")
     sender, other = Caller(rounds, "b"), Caller(rounds, "c")
     sender.start()
@@ -190,6 +170,24 @@ def test_a_bug_in_a_round_is_raised_by_its_sender_and_internal_for_the_others():
     graph.hold.set()
     for caller in (first, sender, other):
         caller.join(WAIT)
+    return sender, other
+
+
+def test_when_a_round_runs_out_of_time_its_sender_fails_and_callers_with_time_left_go_on():
+    graph = Graph()
+    graph.fail = {1: Unavailable("customer graph did not answer within the call's deadline")}
+    rounds = ResolutionRounds(graph.resolve_many)
+    sender, patient = second_round_of_two(graph, rounds)
+    assert isinstance(sender.error, Unavailable)
+    assert patient.error is None and patient.result == resolved(key("c"))
+    assert graph.rounds == [["a"], ["b", "c"], ["c"]]
+
+
+def test_a_bug_in_a_round_is_raised_by_its_sender_and_internal_for_the_others():
+    graph = Graph()
+    graph.fail = {1: KeyError("boom")}
+    rounds = ResolutionRounds(graph.resolve_many)
+    sender, other = second_round_of_two(graph, rounds)
     assert isinstance(sender.error, KeyError)
     assert type(other.error) is RapportError and "KeyError" in str(other.error)
     # The rounds go on after a failure.
