@@ -1,5 +1,8 @@
 """The ingest worker's settings come from the environment, with checked values."""
 
+import os
+import tempfile
+
 import pytest
 
 from rapport_profile.config import IngestSettings
@@ -25,6 +28,13 @@ def test_topics_group_and_batching_come_from_the_environment():
 def test_defaults_without_environment():
     settings = IngestSettings.from_env({})
     assert settings.group == "rapport-profile" and settings.batch_size == 1000 and settings.web_host == "127.0.0.1"
+
+
+def test_faust_folder_stays_out_of_the_working_directory(tmp_path):
+    assert IngestSettings.from_env({"RAPPORT_PROFILE_DATA_DIR": str(tmp_path)}).faust_data_dir == str(tmp_path)
+    default = IngestSettings.from_env({"RAPPORT_PROFILE_GROUP": "g2"}).faust_data_dir
+    assert os.path.isabs(default) and default.endswith("rapport-faust-g2")
+    assert not default.startswith(os.getcwd() + os.sep) or os.getcwd().startswith(tempfile.gettempdir())
 
 
 @pytest.mark.parametrize(("name", "value"), [("RAPPORT_PROFILE_BATCH_SIZE", "0"), ("RAPPORT_PROFILE_LINGER", "soon")])

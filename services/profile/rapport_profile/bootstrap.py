@@ -79,6 +79,7 @@ def build_app(settings: IngestSettings) -> faust.App:
         settings.group,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],
         store="memory://",
+        datadir=settings.faust_data_dir,
         broker_credentials=settings.kafka.faust_credentials(),
         key_serializer="raw",
         value_serializer="raw",

@@ -23,6 +23,7 @@ RAPPORT_ERASURE_SALT             secret keying the tombstones of erased customer
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -69,6 +70,13 @@ class IngestSettings:
     # Proactive device cases and escalations: see rapport_profile.proactive_config.
     proactive: ProactiveSettings = field(default_factory=ProactiveSettings)
     erasure_salt: str = field(default=DEFAULT_ERASURE_SALT, repr=False)
+    # Faust's own folder; with the in-memory store it holds nothing worth keeping, so by default
+    # it goes to the temp dir rather than "<group>-data" in whatever directory the worker started.
+    data_dir: str = ""
+
+    @property
+    def faust_data_dir(self) -> str:
+        return self.data_dir or os.path.join(tempfile.gettempdir(), f"rapport-faust-{self.group}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -88,4 +96,5 @@ class IngestSettings:
             session_timeout=_number(env, "RAPPORT_PROFILE_SESSION_TIMEOUT", cls.session_timeout, minimum=6),
             proactive=proactive_settings(env),
             erasure_salt=erasure_salt(env),
+            data_dir=env.get("RAPPORT_PROFILE_DATA_DIR", "").strip(),
         )
