@@ -16,6 +16,8 @@ MAX_IDENTIFIERS = 32
 MAX_FACTS = 64
 MAX_ATTRIBUTES = 64
 MAX_TEXT_LENGTH = 256
+# 9999-12-31T23:59:59Z, the last second a protobuf Timestamp (and a Python datetime) can hold.
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
 
 
 class InvalidEvent(ValueError):
@@ -62,6 +64,8 @@ def validate(event: events_pb2.InteractionEvent) -> list[NormalisedIdentifier]:
         raise InvalidEvent("event_id", f"longer than {MAX_EVENT_ID_LENGTH} characters")
     if not event.HasField("occurred_at") or event.occurred_at.seconds <= 0:
         raise InvalidEvent("occurred_at", "is required")
+    if event.occurred_at.seconds > MAX_TIMESTAMP_SECONDS or not 0 <= event.occurred_at.nanos < 1_000_000_000:
+        raise InvalidEvent("occurred_at", "is not a valid time (after year 9999, or nanos out of range)")
     _enum_name(events_pb2.Channel, event.channel, "channel")
     _enum_name(events_pb2.InteractionKind, event.kind, "kind")
     if event.direction:

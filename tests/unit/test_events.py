@@ -32,6 +32,9 @@ def test_round_trip_through_bytes():
         (lambda e: setattr(e, "event_id", ""), "event_id"),
         (lambda e: setattr(e, "event_id", "x" * 129), "event_id"),
         (lambda e: e.ClearField("occurred_at"), "occurred_at"),
+        # Past what a datetime holds: the worker's conversion used to raise out of the batch.
+        (lambda e: setattr(e.occurred_at, "seconds", 10**12), "occurred_at"),
+        (lambda e: setattr(e.occurred_at, "nanos", -1), "occurred_at"),
         (lambda e: setattr(e, "channel", 0), "channel"),
         (lambda e: setattr(e, "channel", 77), "channel"),
         (lambda e: setattr(e, "kind", 99), "kind"),

@@ -79,6 +79,16 @@ def test_bad_records_are_dead_lettered_and_the_rest_written_together():
     assert (outcome.stored, outcome.dead_lettered) == (2, 3)
 
 
+def test_an_event_time_past_what_a_datetime_holds_is_dead_lettered_not_raised_out_of_the_batch():
+    graph, outbox = FakeGraph(), FakeOutbox()
+    far = interaction("e1", "crm:C-1")
+    far.occurred_at.seconds = 10**12  # a protobuf int64 like any other, but past year 9999
+    outcome = asyncio.run(service(graph, outbox).handle([good(0), record(1, far.SerializeToString())]))
+    assert graph.writes == [["e0"]]
+    assert [(r.record.offset, r.error, r.field) for r in outbox.dead] == [(1, "invalid", "occurred_at")]
+    assert (outcome.stored, outcome.dead_lettered) == (1, 1)
+
+
 def test_unavailable_graph_is_retried_with_growing_backoff_until_it_answers():
     failures: list[Exception] = [neo4j.exceptions.ServiceUnavailable("down")] * 4 + [
         neo4j.exceptions.TransientError("deadlock")
