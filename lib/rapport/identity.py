@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import phonenumbers
@@ -65,19 +65,15 @@ class NormalisedIdentifier:
     kind: str
     value: str
     verified: bool = False
+    # Unique graph key of the identity, e.g. `email:ana@example.com`. Both are derived once:
+    # the ingest worker reads them several times for every identifier of every event.
+    key: str = field(init=False, repr=False, compare=False)
+    strength: Strength = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Unique graph key of the identity, e.g. `email:ana@example.com`."""
-        return f"{self.kind}:{self.value}"
-
-    @property
-    def strength(self) -> Strength:
-        if self.kind in ("crm", "account"):
-            return Strength.STRONG
-        if self.kind in ("email", "phone") and self.verified:
-            return Strength.STRONG
-        return Strength.WEAK
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.kind}:{self.value}")
+        strong = self.kind in ("crm", "account") or (self.kind in ("email", "phone") and self.verified)
+        object.__setattr__(self, "strength", Strength.STRONG if strong else Strength.WEAK)
 
 
 def kind_name(kind: int) -> str:
@@ -131,8 +127,14 @@ def normalise_value(kind: str, value: str, platform: str = "") -> str:
 
 
 def normalise(identifier: events_pb2.Identifier) -> NormalisedIdentifier:
-    kind = kind_name(identifier.kind)
-    return NormalisedIdentifier(kind, normalise_value(kind, identifier.value, identifier.platform), identifier.verified)
+    return _normalised(identifier.kind, identifier.value, identifier.platform, identifier.verified)
+
+
+# The same customer's identifiers recur on every event: one shared, immutable answer each.
+@lru_cache(maxsize=65536)
+def _normalised(kind: int, value: str, platform: str, verified: bool) -> NormalisedIdentifier:
+    name = kind_name(kind)
+    return NormalisedIdentifier(name, normalise_value(name, value, platform), verified)
 
 
 def parse_identifier(text: str) -> NormalisedIdentifier:

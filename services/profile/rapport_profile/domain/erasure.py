@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from rapport_profile.domain.interactions import InteractionRecord
@@ -76,19 +77,22 @@ class Tombstones:
     """Hashes identity keys, event ids and customer ids with the deployment's salt."""
 
     salt: str = DEFAULT_ERASURE_SALT
-    # HMAC keyed once; each hash copies it (the worker hashes every event id and key it sees).
-    _keyed: Any = field(init=False, repr=False, compare=False)
+    # The worker hashes every event id and identity key it sees: the one-shot C HMAC, and each
+    # identity key's hash remembered (keys recur on every event of a customer).
+    _key: bytes = field(init=False, repr=False, compare=False)
+    _identity: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_keyed", hmac.new(self.salt.encode(), digestmod=hashlib.sha256))
+        object.__setattr__(self, "_key", self.salt.encode())
+        object.__setattr__(
+            self, "_identity", lru_cache(maxsize=65536)(lambda key: self.hash(TombstoneKind.IDENTITY, key))
+        )
 
     def hash(self, kind: str, value: str) -> str:
-        mac = self._keyed.copy()
-        mac.update(f"{kind}\0{value}".encode())
-        return str(mac.hexdigest())
+        return hmac.digest(self._key, f"{kind}\0{value}".encode(), "sha256").hex()
 
     def identity(self, key: str) -> str:
-        return self.hash(TombstoneKind.IDENTITY, key)
+        return str(self._identity(key))
 
     def event(self, event_id: str) -> str:
         return self.hash(TombstoneKind.EVENT, event_id)

@@ -97,6 +97,11 @@ class InteractionRecord:
         return [s.key for s in self.identities]
 
 
+_TEXT_FIELDS = ("topic", "intent", "summary", "agent_id", "contact_id", "source")
+_SELF_SERVICE_TEXTS = ("article_id", "article_title", "flow_id", "step", "exit_reason")
+_TRAITS = ("language", "tier", "segment", "display_name")
+
+
 def interaction_record(
     event: events_pb2.InteractionEvent, identifiers: list[NormalisedIdentifier]
 ) -> InteractionRecord:
@@ -107,75 +112,82 @@ def interaction_record(
         seen = sightings.get(norm.key)
         # The same identifier twice in one event: keep the verified sighting.
         if seen is None or (norm.verified and not seen.identifier.verified):
-            sightings[norm.key] = IdentitySighting(norm, _text(raw.verification_method))
-    has_self_service = event.HasField("self_service")
-    has_alert = event.HasField("alert")
-    has_device = event.HasField("device") and bool(event.device.id)
-    has_case = event.HasField("case") and bool(event.case.id)
-    ss = event.self_service
-    properties: dict[str, Any] = {
-        "event_id": event.event_id,
-        "at": at,
-        "channel": short_name(events_pb2.Channel.DESCRIPTOR, event.channel),
-        "kind": short_name(events_pb2.InteractionKind.DESCRIPTOR, event.kind),
-        "direction": short_name(events_pb2.Direction.DESCRIPTOR, event.direction),
-        "topic": _text(event.topic),
-        "intent": _text(event.intent),
-        "sentiment": float(event.sentiment) if event.HasField("sentiment") else None,
-        "outcome": short_name(events_pb2.Outcome.DESCRIPTOR, event.outcome),
-        "csat": int(event.csat) if event.HasField("csat") else None,
-        "summary": _text(event.summary),
-        "agent_id": _text(event.agent_id),
-        "contact_id": _text(event.contact_id),
-        "case_id": event.case.id if has_case else None,
-        "device_id": event.device.id if has_device else None,
-        "article_id": _text(ss.article_id) if has_self_service else None,
-        "article_title": _text(ss.article_title) if has_self_service else None,
-        "answer": short_name(events_pb2.ArticleAnswer.DESCRIPTOR, ss.answer) if has_self_service else None,
-        "flow_id": _text(ss.flow_id) if has_self_service else None,
-        "step": _text(ss.step) if has_self_service else None,
-        "exit_reason": _text(ss.exit_reason) if has_self_service else None,
-        "intent_confidence": float(ss.intent_confidence) if has_self_service and ss.intent_confidence else None,
-        "fault_code": _text(event.alert.fault_code) if has_alert else None,
-        "severity": short_name(events_pb2.AlertSeverity.DESCRIPTOR, event.alert.severity) if has_alert else None,
-        "readings": json.dumps(dict(sorted(event.alert.readings.items())))
-        if has_alert and event.alert.readings
-        else None,
-        "handle_seconds": int(event.handle_seconds) if event.handle_seconds else None,
-        "source": _text(event.source),
-        "facts": json.dumps(
-            [
-                {"key": f.key, "value": mask(f.value) if f.sensitive else f.value, "sensitive": f.sensitive}
-                for f in event.facts
-            ]
-        )
-        if event.facts
-        else None,
-        "attributes": json.dumps(dict(sorted(event.attributes.items()))) if event.attributes else None,
-        "identity_keys": list(sightings),
-    }
+            sightings[norm.key] = IdentitySighting(norm, raw.verification_method or None)
+    # Only what the event carries becomes a property (no None values), built in one pass: this
+    # runs for every ingested event.
+    properties: dict[str, Any] = {"event_id": event.event_id, "at": at}
+    for name in _TEXT_FIELDS:
+        value = getattr(event, name)
+        if value:
+            properties[name] = value
+    if event.channel:
+        properties["channel"] = short_name(events_pb2.Channel.DESCRIPTOR, event.channel)
+    if event.kind:
+        properties["kind"] = short_name(events_pb2.InteractionKind.DESCRIPTOR, event.kind)
+    if event.direction:
+        properties["direction"] = short_name(events_pb2.Direction.DESCRIPTOR, event.direction)
+    if event.outcome:
+        properties["outcome"] = short_name(events_pb2.Outcome.DESCRIPTOR, event.outcome)
+    has_sentiment = event.HasField("sentiment")
+    if has_sentiment:
+        properties["sentiment"] = float(event.sentiment)
+    csat = int(event.csat) if event.HasField("csat") else None
+    if csat is not None:
+        properties["csat"] = csat
+    case_ref = event.case if event.HasField("case") and event.case.id else None
+    if case_ref is not None:
+        properties["case_id"] = case_ref.id
+    device_ref = event.device if event.HasField("device") and event.device.id else None
+    if device_ref is not None:
+        properties["device_id"] = device_ref.id
+    if event.HasField("self_service"):
+        ss = event.self_service
+        for name in _SELF_SERVICE_TEXTS:
+            value = getattr(ss, name)
+            if value:
+                properties[name] = value
+        if ss.answer:
+            properties["answer"] = short_name(events_pb2.ArticleAnswer.DESCRIPTOR, ss.answer)
+        if ss.intent_confidence:
+            properties["intent_confidence"] = float(ss.intent_confidence)
+    if event.HasField("alert"):
+        alert = event.alert
+        if alert.fault_code:
+            properties["fault_code"] = alert.fault_code
+        if alert.severity:
+            properties["severity"] = short_name(events_pb2.AlertSeverity.DESCRIPTOR, alert.severity)
+        if alert.readings:
+            properties["readings"] = json.dumps(dict(sorted(alert.readings.items())))
+    if event.handle_seconds:
+        properties["handle_seconds"] = int(event.handle_seconds)
+    facts = [(f.key, mask(f.value) if f.sensitive else f.value, f.sensitive) for f in event.facts]
+    if facts:
+        properties["facts"] = json.dumps([{"key": k, "value": v, "sensitive": s} for k, v, s in facts])
+    if event.attributes:
+        properties["attributes"] = json.dumps(dict(sorted(event.attributes.items())))
+    properties["identity_keys"] = list(sightings)
     # The lean form journey analytics read (rapport.journeys.digest).
-    properties["digest"] = digest.encode(
-        properties, [(f.key, mask(f.value) if f.sensitive else f.value) for f in event.facts]
-    )
+    properties["digest"] = digest.encode(properties, [(k, v) for k, v, _ in facts])
     case = (
         CaseUpdate(
-            id=event.case.id,
-            status=short_name(events_pb2.CaseStatus.DESCRIPTOR, event.case.status),
-            title=_text(event.case.title),
-            owner_agent_id=_text(event.case.owner_agent_id),
+            id=case_ref.id,
+            status=short_name(events_pb2.CaseStatus.DESCRIPTOR, case_ref.status),
+            title=_text(case_ref.title),
+            owner_agent_id=_text(case_ref.owner_agent_id),
             # proto3 bools cannot say "unknown"; only an explicit True is news.
-            proactive=True if event.case.proactive else None,
+            proactive=True if case_ref.proactive else None,
         )
-        if has_case
+        if case_ref is not None
         else None
     )
     device = (
-        DeviceSighting(event.device.id, _text(event.device.model), _text(event.device.firmware)) if has_device else None
+        DeviceSighting(device_ref.id, _text(device_ref.model), _text(device_ref.firmware))
+        if device_ref is not None
+        else None
     )
     traits = {}
     if event.HasField("traits"):
-        for name in ("language", "tier", "segment", "display_name"):
+        for name in _TRAITS:
             value = getattr(event.traits, name)
             if value:
                 traits[name] = value
@@ -183,11 +195,11 @@ def interaction_record(
         event_id=event.event_id,
         at=at,
         identities=tuple(sightings.values()),
-        properties={k: v for k, v in properties.items() if v is not None},
-        agent_id=_text(event.agent_id),
-        topic=_text(event.topic),
+        properties=properties,
+        agent_id=properties.get("agent_id"),
+        topic=properties.get("topic"),
         resolved=event.outcome == events_pb2.OUTCOME_RESOLVED,
-        csat=int(event.csat) if event.HasField("csat") else None,
+        csat=csat,
         case=case,
         device=device,
         traits=traits,
