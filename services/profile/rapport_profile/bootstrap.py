@@ -98,6 +98,7 @@ def build_app(settings: IngestSettings) -> faust.App:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        monitor=faust_transport.QuietMonitor(),
     )
     app.transport = faust_transport.Transport(app.conf.broker_consumer, app)
     return app
@@ -122,8 +123,16 @@ def build_ingest_worker(
             tombstones=Tombstones(settings.erasure_salt),
         )
     if outbox is None:
+
+        def producer() -> faust_transport.Producer:
+            # build_app's transport makes it; looked up on use, as Faust creates it on start.
+            made = app.producer
+            if not isinstance(made, faust_transport.Producer):
+                raise TypeError(f"the worker's Faust producer is a {type(made).__name__}")
+            return made
+
         outbox = KafkaOutbox(
-            lambda: app.producer,
+            producer,
             dead_letter_topic=settings.kafka.dead_letter_topic,
             customer_updates_topic=settings.kafka.customer_updates_topic,
             consumer_group=settings.group,
@@ -141,10 +150,7 @@ def build_ingest_worker(
 
     topic = app.topic(
         settings.kafka.interactions_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=faust_transport.RawRecords(key_type=bytes, value_type=bytes, allow_empty=True),
         allow_empty=True,
     )
 
