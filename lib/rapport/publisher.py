@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.partitioner import DefaultPartitioner
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind
@@ -23,6 +24,34 @@ tracer = trace.get_tracer("rapport.publisher")
 class _HeaderSetter(Setter[list[tuple[str, bytes]]]):
     def set(self, carrier: list[tuple[str, bytes]], key: str, value: str) -> None:
         carrier.append((key, value.encode()))
+
+
+class RememberedPartitions(DefaultPartitioner):
+    """Kafka's default partitioner (murmur2 of the key, as every Kafka client hashes it), with each
+    key's partition remembered per topic: a customer's key recurs on all its events, and
+    kafka-python hashes in pure Python (~5 us a key, plus sorting the topic's partitions)."""
+
+    MAX_REMEMBERED = 100_000
+
+    def __init__(self) -> None:
+        # (topic, key) -> (the topic's partition count then, the partition)
+        self._known: dict[tuple[str, bytes], tuple[int, int]] = {}
+
+    def partition(  # noqa: PLR0917 - kafka-python's signature
+        self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any
+    ) -> int:
+        partitions = cluster.partitions_for_topic(topic)
+        if serialized_key is None or not partitions:
+            return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+        count = len(partitions)
+        known = self._known.get((topic, serialized_key))
+        if known is not None and known[0] == count:
+            return known[1]
+        partition = int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+        if len(self._known) >= self.MAX_REMEMBERED:
+            self._known.clear()
+        self._known[(topic, serialized_key)] = (count, partition)
+        return partition
 
 
 class InteractionPublisher:
@@ -45,6 +74,7 @@ class InteractionPublisher:
             "retries": 5,
             "request_timeout_ms": int(settings.request_timeout * 1000),
             "max_block_ms": int(settings.request_timeout * 1000),
+            "partitioner": RememberedPartitions(),
         }
         config.update(settings.kafka_python_kwargs())
         config.update(producer_overrides)
