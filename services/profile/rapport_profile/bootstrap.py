@@ -75,6 +75,7 @@ def _die(exc: BaseException) -> None:
 
 
 def build_app(settings: IngestSettings) -> faust.App:
+    buffer = max(4096, 2 * settings.batch_size)
     app = faust.App(
         settings.group,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],
@@ -93,7 +94,11 @@ def build_app(settings: IngestSettings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 4),
         producer_acks=-1,
         stream_wait_empty=True,
-        stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+        stream_buffer_maxsize=buffer,
+        # The fetcher hands over at most this many records at a time, so the stream's buffer has
+        # room for what is in hand when it pauses fetching (at 1/1.25 full): a delivery to a full
+        # buffer waits, and a waiting delivery costs Faust four tasks (every tenth record did).
+        broker_max_poll_records=buffer // 8,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
