@@ -15,6 +15,7 @@ import neo4j.exceptions
 
 from rapport.events import InvalidEvent
 from rapport.identity import InvalidIdentifier
+from rapport.security.handlers import WrappedHandlers
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
 class StatusInterceptor(grpc.ServerInterceptor):
     """Maps domain errors raised by any handler (unary or streaming) to status codes."""
 
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -84,43 +88,48 @@ class StatusInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        return self._wrapped.get(method, handler, lambda: _mapping_errors(method, handler))
 
-        def abort(context: grpc.ServicerContext, exc: Exception) -> None:
-            status = status_of(exc)
-            if status is None:
-                log.exception("unhandled error", extra={"method": method})
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            else:
-                context.abort(*status)
 
-        def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-            def call(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    return behaviour(request, context)
-                except Exception as exc:
-                    if isinstance(exc, grpc.RpcError) or context.code() is not None:  # type: ignore[attr-defined]
-                        raise
-                    abort(context, exc)
+def _mapping_errors(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The handler, its domain errors raised as status codes."""
 
-            return call
+    def abort(context: grpc.ServicerContext, exc: Exception) -> None:
+        status = status_of(exc)
+        if status is None:
+            log.exception("unhandled error", extra={"method": method})
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        else:
+            context.abort(*status)
 
-        def streaming(behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-            def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                try:
-                    yield from behaviour(request, context)
-                except Exception as exc:
-                    if isinstance(exc, grpc.RpcError) or context.code() is not None:  # type: ignore[attr-defined]
-                        raise
-                    abort(context, exc)
+    def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return behaviour(request, context)
+            except Exception as exc:
+                if isinstance(exc, grpc.RpcError) or context.code() is not None:  # type: ignore[attr-defined]
+                    raise
+                abort(context, exc)
 
-            return call
+        return call
 
-        if handler.unary_unary:
-            return handler._replace(unary_unary=unary(handler.unary_unary))  # type: ignore[attr-defined,no-any-return]
-        if handler.unary_stream:
-            return handler._replace(unary_stream=streaming(handler.unary_stream))  # type: ignore[attr-defined,no-any-return]
-        if handler.stream_unary:
-            return handler._replace(stream_unary=unary(handler.stream_unary))  # type: ignore[attr-defined,no-any-return]
-        if handler.stream_stream:
-            return handler._replace(stream_stream=streaming(handler.stream_stream))  # type: ignore[attr-defined,no-any-return]
-        return handler
+    def streaming(behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from behaviour(request, context)
+            except Exception as exc:
+                if isinstance(exc, grpc.RpcError) or context.code() is not None:  # type: ignore[attr-defined]
+                    raise
+                abort(context, exc)
+
+        return call
+
+    if handler.unary_unary:
+        return handler._replace(unary_unary=unary(handler.unary_unary))  # type: ignore[attr-defined,no-any-return]
+    if handler.unary_stream:
+        return handler._replace(unary_stream=streaming(handler.unary_stream))  # type: ignore[attr-defined,no-any-return]
+    if handler.stream_unary:
+        return handler._replace(stream_unary=unary(handler.stream_unary))  # type: ignore[attr-defined,no-any-return]
+    if handler.stream_stream:
+        return handler._replace(stream_stream=streaming(handler.stream_stream))  # type: ignore[attr-defined,no-any-return]
+    return handler

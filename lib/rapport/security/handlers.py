@@ -25,3 +25,31 @@ def rewrap(handler: grpc.RpcMethodHandler, wrap: Wrap, **changes: Any) -> grpc.R
         if behaviour is not None:
             return handler._replace(**{kind: wrap(behaviour, req, resp)}, **changes)  # type: ignore[attr-defined,no-any-return]
     return handler
+
+
+class WrappedHandlers:
+    """An interceptor's wrapping of each handler, built once and reused.
+
+    A servicer's handler for a method is one object for every call, and the stateless
+    interceptors' wrapping of it depends on nothing else: rebuilding it per call cost ~100 us of
+    a ~340 us health check. A handler that is new on every call (one an interceptor before
+    built per call) is wrapped per call as before; the table forgets everything when full.
+    """
+
+    def __init__(self, limit: int = 512) -> None:
+        self._limit = limit
+        self._built: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(
+        self, method: str, handler: grpc.RpcMethodHandler, build: Callable[[], grpc.RpcMethodHandler]
+    ) -> grpc.RpcMethodHandler:
+        key = (method, id(handler))
+        known = self._built.get(key)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = build()
+        if len(self._built) >= self._limit:
+            self._built.clear()
+        # The handler is kept with its wrapping, so its id is not reused while the entry lives.
+        self._built[key] = (handler, wrapped)
+        return wrapped

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import grpc
 
-from rapport.security.handlers import Behaviour, rewrap
+from rapport.security.handlers import Behaviour, WrappedHandlers, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,9 @@ def _type_name(decode: Callable[[bytes], Any]) -> str:
 
 
 class RequestDecodingInterceptor(grpc.ServerInterceptor):
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -31,26 +34,31 @@ class RequestDecodingInterceptor(grpc.ServerInterceptor):
         if handler is None or handler.request_deserializer is None:
             return handler
         decode = handler.request_deserializer
-        name = _type_name(decode)
+        return self._wrapped.get(handler_call_details.method, handler, lambda: _decoding(handler, decode))
 
-        def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
-            try:
-                return decode(raw)
-            except Exception as exc:  # noqa: BLE001 - any failure to parse hostile bytes is the caller's
-                log.info("undecodable request", extra={"type": name, "error": type(exc).__name__})
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {name}")
 
-        def wrap(behaviour: Behaviour, request_streaming: bool, response_streaming: bool) -> Behaviour:
-            if request_streaming:
+def _decoding(handler: grpc.RpcMethodHandler, decode: Callable[[bytes], Any]) -> grpc.RpcMethodHandler:
+    """The handler, receiving raw bytes and decoding them itself."""
+    name = _type_name(decode)
 
-                def requests(raws: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
-                    for raw in raws:
-                        yield parse(raw, context)
+    def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return decode(raw)
+        except Exception as exc:  # noqa: BLE001 - any failure to parse hostile bytes is the caller's
+            log.info("undecodable request", extra={"type": name, "error": type(exc).__name__})
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid {name}")
 
-                return lambda raws, context: behaviour(requests(raws, context), context)
-            return lambda raw, context: behaviour(parse(raw, context), context)
+    def wrap(behaviour: Behaviour, request_streaming: bool, response_streaming: bool) -> Behaviour:
+        if request_streaming:
 
-        return rewrap(handler, wrap, request_deserializer=None)
+            def requests(raws: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+                for raw in raws:
+                    yield parse(raw, context)
+
+            return lambda raws, context: behaviour(requests(raws, context), context)
+        return lambda raw, context: behaviour(parse(raw, context), context)
+
+    return rewrap(handler, wrap, request_deserializer=None)
 
 
 MAX_DETAILS_CHARS = 1024
@@ -84,6 +92,9 @@ class _BoundedContext:
 class BoundedDetailsInterceptor(grpc.ServerInterceptor):
     """Outside the error mapping, so every status a handler or interceptor sets is bounded."""
 
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -92,8 +103,8 @@ class BoundedDetailsInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
+        return self._wrapped.get(handler_call_details.method, handler, lambda: rewrap(handler, _bounded))
 
-        def wrap(behaviour: Behaviour, _request_streaming: bool, _response_streaming: bool) -> Behaviour:
-            return lambda request, context: behaviour(request, cast(grpc.ServicerContext, _BoundedContext(context)))
 
-        return rewrap(handler, wrap)
+def _bounded(behaviour: Behaviour, _request_streaming: bool, _response_streaming: bool) -> Behaviour:
+    return lambda request, context: behaviour(request, cast(grpc.ServicerContext, _BoundedContext(context)))
