@@ -58,13 +58,15 @@ def decode(payload: bytes) -> events_pb2.InteractionEvent:
 
 def validate(event: events_pb2.InteractionEvent) -> list[NormalisedIdentifier]:
     """Raises InvalidEvent naming the first bad field; returns the normalised identifiers."""
-    if not event.event_id.strip():
+    event_id = event.event_id
+    if not event_id.strip():
         raise InvalidEvent("event_id", "is required")
-    if len(event.event_id) > MAX_EVENT_ID_LENGTH:
+    if len(event_id) > MAX_EVENT_ID_LENGTH:
         raise InvalidEvent("event_id", f"longer than {MAX_EVENT_ID_LENGTH} characters")
-    if not event.HasField("occurred_at") or event.occurred_at.seconds <= 0:
+    occurred_at = event.occurred_at
+    if not event.HasField("occurred_at") or occurred_at.seconds <= 0:
         raise InvalidEvent("occurred_at", "is required")
-    if event.occurred_at.seconds > MAX_TIMESTAMP_SECONDS or not 0 <= event.occurred_at.nanos < 1_000_000_000:
+    if occurred_at.seconds > MAX_TIMESTAMP_SECONDS or not 0 <= occurred_at.nanos < 1_000_000_000:
         raise InvalidEvent("occurred_at", "is not a valid time (after year 9999, or nanos out of range)")
     _enum_name(events_pb2.Channel, event.channel, "channel")
     _enum_name(events_pb2.InteractionKind, event.kind, "kind")
@@ -94,7 +96,8 @@ def validate(event: events_pb2.InteractionEvent) -> list[NormalisedIdentifier]:
         raise InvalidEvent("csat", "must be between 1 and 5")
     if event.handle_seconds < 0:
         raise InvalidEvent("handle_seconds", "must not be negative")
-    if len(event.summary.encode()) > MAX_SUMMARY_BYTES:
+    # A character is at most 4 bytes in UTF-8: only a long summary needs encoding to be measured.
+    if len(event.summary) * 4 > MAX_SUMMARY_BYTES and len(event.summary.encode()) > MAX_SUMMARY_BYTES:
         raise InvalidEvent("summary", f"longer than {MAX_SUMMARY_BYTES} bytes")
     if len(event.facts) > MAX_FACTS:
         raise InvalidEvent("facts", f"more than {MAX_FACTS}")

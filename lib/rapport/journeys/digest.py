@@ -51,6 +51,7 @@ ENUMS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 TEXTS = ("topic", "intent", "article_id", "flow_id", "step", "contact", "facts", "title")
 _CODE = [{name: chr(ord("a") + n - 1) for n, name in enumerate(names) if n} for _, names in ENUMS]
+_ENUM_CODES = [(name, code) for (name, _), code in zip(ENUMS, _CODE, strict=True)]
 
 
 def letter_number(letter: str) -> int:
@@ -74,7 +75,7 @@ def _clean(value: Any) -> str:
 def encode(properties: Mapping[str, Any], facts: Sequence[tuple[str, str]]) -> str:
     """The digest of an interaction's stored properties (short names, as the graph stores them)
     and its facts (key, value as stored: sensitive values already masked)."""
-    codes = "".join(code.get(properties.get(name) or "", ABSENT) for (name, _), code in zip(ENUMS, _CODE, strict=True))
+    codes = "".join([code.get(properties.get(name) or "", ABSENT) for name, code in _ENUM_CODES])
     contact = properties.get("contact_id")
     tokens = dict.fromkeys(_clean(fact_token(k, v)) for k, v in facts if k.strip())
     texts = [

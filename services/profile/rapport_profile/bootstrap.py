@@ -54,17 +54,17 @@ class IngestWorker:
 
 def _record(event: Any) -> KafkaRecord:
     message = event.message
-    headers = message.headers or []
+    headers = message.headers
     if isinstance(headers, dict):
         headers = list(headers.items())
     return KafkaRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=[(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in headers],
-        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in headers] if headers else [],
+        int(message.timestamp * 1000) if message.timestamp else None,
     )
 
 
@@ -186,12 +186,14 @@ def build_ingest_worker(
             except Exception as exc:
                 _die(exc)
                 raise
+            last: dict[int, int] = {}
             for event in events:
                 await stream.ack(event)
                 message = event.message
-                progress.processed[message.partition] = max(
-                    message.offset, progress.processed.get(message.partition, -1)
-                )
+                if message.offset > last.get(message.partition, -1):
+                    last[message.partition] = message.offset
+            for partition, offset in last.items():
+                progress.processed[partition] = max(offset, progress.processed.get(partition, -1))
             progress.batches += 1
             progress.stored += outcome.stored
             progress.duplicates += outcome.duplicates

@@ -72,6 +72,7 @@ class _HeaderGetter(Getter[list[tuple[str, bytes]]]):
 
 
 _HEADERS = _HeaderGetter()
+_NO_TRACE = otel_context.Context()
 
 
 def _is_rejection(exc: BaseException) -> bool:
@@ -158,7 +159,8 @@ class IngestService:
         batch = prepared.records
         if not batch:
             return BatchOutcome()
-        contexts = [propagate.extract(r.headers, getter=_HEADERS) for r in batch]
+        # Records without headers carry no trace: most of a batch, when producers do not trace.
+        contexts = [propagate.extract(r.headers, getter=_HEADERS) if r.headers else _NO_TRACE for r in batch]
         links = [Link(ctx) for c in contexts if (ctx := trace.get_current_span(c).get_span_context()).is_valid]
         # The first producer's trace is the parent, so a single event's trace reads end to end;
         # every producer is linked, as the messaging conventions ask for batches.

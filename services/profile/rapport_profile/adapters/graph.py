@@ -54,7 +54,12 @@ def _cypher(query: str) -> str:
 
 
 def _wire(value: Any) -> Any:
-    """Parameters as sent: every datetime, however deep, as epoch microseconds."""
+    """Parameters as sent: every datetime, however deep, as epoch microseconds.
+
+    Rows are built ready to send (the batch's big lists), so they are not walked again.
+    """
+    if isinstance(value, Rows):
+        return value
     if isinstance(value, datetime):
         return (value - _EPOCH) // _MICROSECOND
     if isinstance(value, dict):
@@ -62,6 +67,10 @@ def _wire(value: Any) -> Any:
     if isinstance(value, list):
         return [_wire(v) for v in value]
     return value
+
+
+def _event_time(record: InteractionRecord) -> datetime:
+    return record.at
 
 
 def _from_us(value: int) -> datetime:
@@ -525,7 +534,7 @@ class GraphWriter:
         records, repeated = _dedupe(all_records)
         replayed = {
             r["event_id"]: r["customer_id"]
-            for r in self._run(tx, EXISTING_EVENTS, ids=[rec.event_id for rec in records])
+            for r in self._run(tx, EXISTING_EVENTS, ids=Rows([rec.event_id for rec in records]))
         }
         records = [r for r in records if r.event_id not in replayed]
         duplicates = repeated + sorted(replayed)
@@ -712,7 +721,7 @@ class GraphWriter:
         customers: dict[str, dict[str, Any]] = {}
         affinity: dict[str, dict[str, dict[str, Any]]] = {}
         # Event-time order, so the latest traits and the last contact win within the batch too.
-        for rec in sorted(stored, key=lambda r: r.at):
+        for rec in sorted(stored, key=_event_time):
             owner = plan.owners[rec.event_id]
             at = _us(rec.at)
             c = customers.get(owner)
@@ -722,15 +731,18 @@ class GraphWriter:
             if rec.traits:
                 c["traits"].update(rec.traits)
                 c["traits_at"] = at
-            props = {k: v for k, v in rec.properties.items() if k != "at"}
-            props.update(links.case_property(rec.event_id))
+            props = dict(rec.properties)
+            props.pop("at", None)  # sent beside, in microseconds
+            linked_case = links.case_of.get(rec.event_id)
+            if linked_case:
+                props["case_id"] = linked_case
             c["events"].append(
                 {
                     "props": props,
                     "at": at,
                     "agent": agent_at.get(rec.agent_id) if rec.agent_id else None,
                     "topic": topic_at.get(rec.topic) if rec.topic else None,
-                    "case_id": links.case_of.get(rec.event_id) or (rec.case.id if rec.case else None),
+                    "case_id": linked_case or (rec.case.id if rec.case else None),
                 }
             )
             if rec.agent_id is not None:
@@ -764,7 +776,7 @@ class GraphWriter:
         """Screens the batch against erasure tombstones: one lookup for every event id and key."""
         hashed = {self._tombstones.event(r.event_id): r.event_id for r in records}
         keys = {self._tombstones.identity(k): k for k in known}
-        erased = set(self._run(tx, ERASED, hashes=[*hashed, *keys])[0]["erased"])
+        erased = set(self._run(tx, ERASED, hashes=Rows([*hashed, *keys]))[0]["erased"])
         if not erased:
             return records, known, [], 0
         screened = screen(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -40,8 +40,14 @@ def mask(value: str) -> str:
     return MASK
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def event_time(event: events_pb2.InteractionEvent) -> datetime:
-    return event.occurred_at.ToDatetime(tzinfo=UTC)
+    """What `occurred_at.ToDatetime(tzinfo=UTC)` gives for a validated event (its range is
+    checked there), without its checks and time-zone conversion, once per event."""
+    at = event.occurred_at
+    return _EPOCH + timedelta(seconds=at.seconds, microseconds=at.nanos // 1000)
 
 
 def _text(value: str) -> str | None:
@@ -54,10 +60,11 @@ class IdentitySighting:
 
     identifier: NormalisedIdentifier
     verification_method: str | None
+    # The identifier's key, read many times per event while a batch is written.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return self.identifier.key
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.identifier.key)
 
 
 @dataclass(frozen=True)

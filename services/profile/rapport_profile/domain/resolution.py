@@ -159,7 +159,8 @@ class _Batch:
         strong = [s.key for s in record.identities if s.identifier.strength is Strength.STRONG]
         weak = [s.key for s in record.identities if s.identifier.strength is Strength.WEAK]
         deciding = strong or weak
-        matched = sorted({c for k in deciding if (c := self.customer_of(k)) is not None}, key=self.order)
+        found = {c for k in deciding if (c := self.customer_of(k)) is not None}
+        matched = sorted(found, key=self.order) if len(found) > 1 else list(found)
         if not matched:
             target = self.create(record.event_id)
         elif strong:
