@@ -149,10 +149,6 @@ class Links:
     case_of: dict[str, str] = field(default_factory=dict)
     cases: list[tuple[rules.AlertGroup, rules.CaseState]] = field(default_factory=list)
 
-    def case_property(self, event_id: str) -> dict[str, str]:
-        case_id = self.case_of.get(event_id)
-        return {"case_id": case_id} if case_id else {}
-
 
 def _run(tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
     return list(tx.run(query, unlogged(params)))
