@@ -8,6 +8,7 @@ commit offsets, flush the producer, close the driver, flush telemetry.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -34,7 +35,20 @@ class _Worker(faust.Worker):  # type: ignore[misc]
         self._on_shutdown()
 
 
+# Cyclic garbage is rare here (records are freed by reference counting), but every batch allocates
+# tens of thousands of objects, and Python's default thresholds ran a collection every 700 of them,
+# each walking the young objects and, often enough, all of them: ~15 us of CPU per event. Startup's
+# objects (modules, settings) are frozen out of the walks; collections run every 50,000.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_garbage_collection() -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main() -> None:
+    tune_garbage_collection()
     configure_logging("profile-worker")
     telemetry = configure_telemetry("rapport-profile-worker")
     settings = IngestSettings.from_env()
