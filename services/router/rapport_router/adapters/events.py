@@ -46,6 +46,7 @@ class Outbox:
         *,
         retry: float = 15.0,
         tick: float = 0.5,
+        gather: float = 0.02,
         graph_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -54,6 +55,10 @@ class Outbox:
         self._sink: EventSink | None = None
         self._retry = retry
         self._tick = tick
+        # After a contact arrives, others are awaited this long so that one wake-up of the thread
+        # publishes them all (a wake-up per completion cost the router a thread switch each; the
+        # producer holds them up to its linger anyway).
+        self._gather = gather
         self._graph_timeout = graph_timeout
         self._clock = clock
         self._pending: queue.Queue[ContactRecord] = queue.Queue()
@@ -164,6 +169,8 @@ class Outbox:
         while not self._stop.is_set():
             try:
                 contact = self._pending.get(timeout=self._tick)
+                if self._gather > 0:
+                    self._stop.wait(self._gather)
                 batch = [contact]
                 while True:
                     try:

@@ -7,8 +7,6 @@ worker counts every interaction that names an agent into SERVED_BY, once.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from rapport.identity import kind_from_name
 from rapport.v1 import events_pb2
 from rapport_router.domain.contact import ContactRecord
@@ -26,10 +24,18 @@ def abandonment_event_id(contact_id: str) -> str:
     return f"{contact_id}.abandoned"
 
 
+# Enum values by lower-case name, looked up once (the wrapper's lookups cost more than the rest).
+_OUTCOMES = {n.removeprefix("OUTCOME_").lower(): v for n, v in events_pb2.Outcome.items()}
+_CHANNELS = {n.removeprefix("CHANNEL_").lower(): v for n, v in events_pb2.Channel.items()}
+
+
 def outcome_value(name: str | None) -> int:
     if not name:
         return events_pb2.OUTCOME_UNSPECIFIED
-    return events_pb2.Outcome.Value("OUTCOME_" + name.upper())
+    value = _OUTCOMES.get(name.lower())
+    if value is None:
+        raise ValueError(f"unknown outcome {name!r}")
+    return value
 
 
 def outcome_name(value: int) -> str | None:
@@ -39,15 +45,14 @@ def outcome_name(value: int) -> str | None:
 
 
 def channel_value(name: str) -> int:
-    return events_pb2.Channel.Value("CHANNEL_" + name.upper())
+    value = _CHANNELS.get(name.lower())
+    if value is None:
+        raise ValueError(f"unknown channel {name!r}")
+    return value
 
 
 def channel_name(value: int) -> str:
     return events_pb2.Channel.Name(value).removeprefix("CHANNEL_").lower()  # type: ignore[arg-type]
-
-
-def _timestamp(at: float) -> datetime:
-    return datetime.fromtimestamp(at, UTC)
 
 
 def ending_event(contact: ContactRecord) -> events_pb2.InteractionEvent | None:
@@ -69,7 +74,10 @@ def ending_event(contact: ContactRecord) -> events_pb2.InteractionEvent | None:
         contact_id=spec.id,
         source=SOURCE,
     )
-    event.occurred_at.FromDatetime(_timestamp(contact.ended_at or spec.created_at))
+    # Whole microseconds, as a datetime would carry them (Timestamp.FromDatetime is pure Python).
+    seconds, micros = divmod(round((contact.ended_at or spec.created_at) * 1_000_000), 1_000_000)
+    event.occurred_at.seconds = seconds
+    event.occurred_at.nanos = micros * 1000
     event.identifiers.append(
         events_pb2.Identifier(
             kind=kind_from_name(contact.identity.kind),  # type: ignore[arg-type]
