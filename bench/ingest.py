@@ -33,6 +33,7 @@ Prints a table and writes bench/results/ingest.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -94,6 +95,12 @@ def serialise(events: Iterable[ev.InteractionEvent]) -> list[tuple[str, bytes, b
         validate(event)
         out.append((event.event_id, partition_key(list(event.identifiers)), event.SerializeToString()))
     return out
+
+
+def keep_out_of_collections() -> None:
+    """The payloads live as long as the run: Python's collector walked them again and again while the
+    producer ran (~5 us of this process's CPU per event produced)."""
+    gc.freeze()
 
 
 def producer(settings: KafkaSettings) -> KafkaProducer:
@@ -226,6 +233,7 @@ def run_sustained(
     topics = fresh_topics(base, run, name)
     prefix = f"{run}{name}"
     payloads = serialise(customer_stream(customers, events, prefix=prefix))
+    keep_out_of_collections()
     group = f"bench-{run}-{name}"
     with worker_processes(
         workers, topics, graph, group=group, batch_size=batch_size, linger=linger, log=logs / f"worker-{name}.log"
@@ -292,6 +300,7 @@ def run_freshness(
     prefix = f"{run}fresh"
     total = rate * seconds
     payloads = serialise(customer_stream(customers, total, prefix=prefix, seed=11))
+    keep_out_of_collections()
     sent_at: dict[str, float] = {}
     group = f"bench-{run}-fresh"
     with worker_processes(
