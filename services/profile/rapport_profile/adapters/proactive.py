@@ -74,8 +74,7 @@ SET k.proactive = true, k.device_id = r.device_id, k.fault_code = r.fault_code,
     k.updated_at = CASE WHEN k.updated_at IS NULL OR last_at > k.updated_at THEN last_at ELSE k.updated_at END
 SET k.attach_until = k.last_alert_at + duration({{seconds: $attach_seconds}})
 MERGE (c)-[:HAS_CASE]->(k)
-RETURN r.index AS index, k.id AS case_id, k.severity AS severity, k.notified_at IS NOT NULL AS notified,
-       k.outreach_contact_id AS outreach
+RETURN collect([r.index, k.id, k.severity, k.notified_at IS NOT NULL, k.outreach_contact_id]) AS cases
 """
 
 # Customers with a live contact (waiting, offered, assigned): someone is already helping them.
@@ -190,9 +189,11 @@ class ProactiveWriter:
             for n, g in enumerate(groups)
         ]
         attach = int(self.settings.attach_window.total_seconds())
-        for r in _run(tx, OPEN_CASES, alerts=rows, attach_seconds=attach):
-            group = groups[r["index"]]
-            state = rules.CaseState(r["case_id"], group.customer_id, r["severity"], bool(r["notified"]), r["outreach"])
+        # One record holding every case, as JOINABLE_CASES.
+        opened = _run(tx, OPEN_CASES, alerts=rows, attach_seconds=attach)[0]["cases"]
+        for index, case_id, severity, notified, outreach in opened:
+            group = groups[index]
+            state = rules.CaseState(case_id, group.customer_id, severity, bool(notified), outreach)
             links.cases.append((group, state))
             for event_id in group.event_ids:
                 links.case_of[event_id] = state.case_id
