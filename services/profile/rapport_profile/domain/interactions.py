@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from google.protobuf.descriptor import EnumDescriptor
@@ -67,6 +67,10 @@ class IdentitySighting:
         object.__setattr__(self, "key", self.identifier.key)
 
 
+# A customer's identifiers recur on its events: one shared, immutable sighting each.
+_sighting = lru_cache(maxsize=65536)(IdentitySighting)
+
+
 @dataclass(frozen=True)
 class CaseUpdate:
     id: str
@@ -119,7 +123,7 @@ def interaction_record(
         seen = sightings.get(norm.key)
         # The same identifier twice in one event: keep the verified sighting.
         if seen is None or (norm.verified and not seen.identifier.verified):
-            sightings[norm.key] = IdentitySighting(norm, raw.verification_method or None)
+            sightings[norm.key] = _sighting(norm, raw.verification_method or None)
     # Only what the event carries becomes a property (no None values), built in one pass: this
     # runs for every ingested event.
     properties: dict[str, Any] = {"event_id": event.event_id, "at": at}

@@ -156,14 +156,16 @@ class _Batch:
             keys.append(key)
 
     def resolve(self, record: InteractionRecord) -> None:
-        strong = [s.key for s in record.identities if s.identifier.strength is Strength.STRONG]
-        weak = [s.key for s in record.identities if s.identifier.strength is Strength.WEAK]
+        strong: list[str] = []
+        weak: list[str] = []
+        for sighting in record.identities:
+            (strong if sighting.identifier.strength is Strength.STRONG else weak).append(sighting.key)
         deciding = strong or weak
         found = {c for k in deciding if (c := self.customer_of(k)) is not None}
         matched = sorted(found, key=self.order) if len(found) > 1 else list(found)
         if not matched:
             target = self.create(record.event_id)
-        elif strong:
+        elif strong and len(matched) > 1:
             target = matched[0]
             joining = [c for c in matched if c == target or not self.kept_apart(c, target)]
             linking = [k for k in strong if self.customer_of(k) in joining]
