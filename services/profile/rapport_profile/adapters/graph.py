@@ -81,8 +81,13 @@ def _us(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
+# The statements every batch runs keep their first plan (CYPHER replan=skip): they find nodes by
+# unique-constraint seeks and expand from nodes already bound, so statistics cannot change the plan,
+# while a growing graph made Neo4j plan each again whenever its counts had grown about fourfold
+# (0.1-0.4 s of CPU a plan; 20 plans in a 60,000-event bench run).
 EXISTING_EVENTS = _cypher(
     """
+CYPHER replan=skip
 UNWIND $ids AS id
 MATCH (i:Interaction {event_id: id})
 OPTIONAL MATCH (c:Customer)-[:HAD]->(i)
@@ -94,6 +99,7 @@ RETURN i.event_id AS event_id, c.id AS customer_id
 # read: what the plan is built on cannot change until this transaction ends.
 LOCK_IDENTITIES = _cypher(
     """
+CYPHER replan=skip
 UNWIND $identities AS k
 WITH k, DT(k.first_at) AS first_at, DT(k.last_at) AS last_at
 MERGE (i:Identity {key: k.key})
@@ -109,12 +115,13 @@ FOREACH (_ IN CASE WHEN (k.verified AND NOT i.verified) OR first_at < i.first_se
 WITH i, k
 OPTIONAL MATCH (i)-[:IDENTIFIES]->(c:Customer)
 WHERE c.merged_into IS NULL
-RETURN collect([k.key, c.id, c.created_at.epochSeconds * 1000000 + c.created_at.microsecond]) AS known
+RETURN collect([k.key, c.id, c.created_at.epochSeconds * 1000000 + c.created_at.microsecond, elementId(c)]) AS known
 """
 )
 
 # Run after LOCK_IDENTITIES, so an erasure that committed while we waited for a lock is seen.
 ERASED = """
+CYPHER replan=skip
 UNWIND $hashes AS h
 MATCH (t:Tombstone {hash: h})
 RETURN collect(h) AS erased
@@ -129,15 +136,18 @@ DELETE i
 
 CREATE_CUSTOMERS = _cypher(
     """
+CYPHER replan=skip
 UNWIND $customers AS r
 MERGE (c:Customer {id: r.id})
 ON CREATE SET c.created_at = DT(r.created_at), c.merged_into = r.merged_into,
               c.merged_at = CASE WHEN r.merged_into IS NULL THEN null ELSE DT($now) END
+RETURN collect([r.id, elementId(c)]) AS nodes
 """
 )
 
 ATTACH_IDENTITIES = _cypher(
     """
+CYPHER replan=skip
 UNWIND $attachments AS r
 MATCH (i:Identity {key: r.key})
 MATCH (c:Customer {id: r.customer_id})
@@ -260,6 +270,7 @@ RETURN DISTINCT id, other
 
 UPSERT_CASES = _cypher(
     """
+CYPHER replan=skip
 UNWIND $cases AS k
 MATCH (c:Customer {id: k.customer_id})
 MERGE (cs:Case {id: k.id})
@@ -277,6 +288,7 @@ MERGE (c)-[:HAS_CASE]->(cs)
 
 UPSERT_DEVICES = _cypher(
     """
+CYPHER replan=skip
 UNWIND $devices AS d
 MATCH (c:Customer {id: d.customer_id})
 MERGE (dv:Device {id: d.id})
@@ -290,9 +302,13 @@ MERGE (c)-[:OWNS]->(dv)
 )
 
 # Everything the batch's stored events add for their customers, in one statement: agents and
-# topics MERGEd once each (sorted, so concurrent batches lock them in one order) and referred to
-# by position; then per customer, its contact times and traits, its interactions and its
-# customer-agent affinity, so each customer is looked up once.
+# topics MERGEd once each (sorted, so concurrent batches lock them in one order) and cases looked
+# up once each, all referred to by position; then per customer, its contact times and traits, its
+# interactions and its customer-agent affinity, so each customer is looked up once, by the element
+# id LOCK_IDENTITIES or CREATE_CUSTOMERS gave for it in this transaction: a unique-index seek on
+# Customer.id cost more than the rest of that customer's row (the B-tree search dominates Neo4j's
+# profile of a batch). The id stays valid: the node is never deleted while we hold its
+# identities' locks (erasure takes them first).
 # SERVED_BY is looked for, then created, not MERGEd: MERGE locks the agent too, so concurrent
 # batches queued on every agent they share. The customer's lock (taken by the SET on its
 # contact times) is enough, as every writer of SERVED_BY (this, merges, unmerges) sets
@@ -302,6 +318,7 @@ MERGE (c)-[:OWNS]->(dv)
 # the whole batch.
 WRITE_CUSTOMER_EVENTS = _cypher(
     """
+CYPHER replan=skip
 CALL () {
   UNWIND $agents AS id
   MERGE (a:Agent {id: id})
@@ -312,9 +329,14 @@ CALL () {
   MERGE (t:Topic {name: name})
   RETURN collect(t) AS topics
 }
+CALL () {
+  UNWIND $cases AS id
+  OPTIONAL MATCH (k:Case {id: id})
+  RETURN collect([x IN [k] WHERE x IS NOT NULL]) AS cases
+}
 UNWIND $customers AS u
-MATCH (c:Customer {id: u.id})
-WITH c, u, agents, topics, DT(u.first_at) AS first_at, DT(u.last_at) AS last_at, DT(u.traits_at) AS traits_at
+MATCH (c:Customer) WHERE elementId(c) = u.node
+WITH c, u, agents, topics, cases, DT(u.first_at) AS first_at, DT(u.last_at) AS last_at, DT(u.traits_at) AS traits_at
 SET c.first_contact_at = CASE WHEN c.first_contact_at IS NULL OR first_at < c.first_contact_at
                               THEN first_at ELSE c.first_contact_at END,
     c.last_contact_at = CASE WHEN c.last_contact_at IS NULL OR last_at > c.last_contact_at
@@ -326,16 +348,14 @@ FOREACH (_ IN CASE WHEN traits_at IS NOT NULL AND (c.traits_at IS NULL OR traits
         c.segment = coalesce(u.traits.segment, c.segment),
         c.display_name = coalesce(u.traits.display_name, c.display_name),
         c.traits_at = traits_at)
-WITH c, u, agents, topics
-CALL (c, u, agents, topics) {
+WITH c, u, agents, topics, cases
+CALL (c, u, agents, topics, cases) {
   UNWIND u.events AS row
   CREATE (c)-[:HAD]->(i:Interaction {at: DT(row.at), ingested_at: DT($now)})
   SET i += row.props
   FOREACH (a IN CASE WHEN row.agent IS NULL THEN [] ELSE [agents[row.agent]] END | CREATE (i)-[:HANDLED_BY]->(a))
   FOREACH (t IN CASE WHEN row.topic IS NULL THEN [] ELSE [topics[row.topic]] END | CREATE (i)-[:ABOUT]->(t))
-  WITH i, row WHERE row.case_id IS NOT NULL
-  MATCH (k:Case {id: row.case_id})
-  CREATE (i)-[:IN_CASE]->(k)
+  FOREACH (k IN CASE WHEN row.case IS NULL THEN [] ELSE cases[row.case] END | CREATE (i)-[:IN_CASE]->(k))
 }
 CALL (c, u, agents) {
   UNWIND u.affinity AS s
@@ -351,11 +371,13 @@ CALL (c, u, agents) {
         r.csat_count = r.csat_count + s.csat_count,
         r.last_at = CASE WHEN r.last_at IS NULL OR last_at > r.last_at THEN last_at ELSE r.last_at END)
 }
+RETURN count(*) AS customers
 """
 )
 
 LINK_CANDIDATES = _cypher(
     """
+CYPHER replan=skip
 UNWIND $candidates AS p
 MATCH (a:Customer {id: p.a}), (b:Customer {id: p.b})
 MERGE (a)-[m:MAYBE_SAME]->(b)
@@ -366,6 +388,7 @@ ON MATCH SET m.keys = m.keys + [k IN p.keys WHERE NOT k IN m.keys]
 
 RECORD_MERGES = _cypher(
     """
+CYPHER replan=skip
 UNWIND $merges AS m
 MERGE (g:Merge {id: m.id})
 ON CREATE SET g += m.props, g.at = DT(m.at), g.event_at = DT(m.event_at)
@@ -541,7 +564,7 @@ class GraphWriter:
         if not records:
             return BatchResult(duplicates=duplicates, replayed=replayed)
 
-        known = self._lock_identities(tx, records)
+        known, nodes = self._lock_identities(tx, records)
         records, known, erased, stripped = self._without_erased(tx, records, known)
         if not records:
             return BatchResult(duplicates=duplicates, replayed=replayed, erased=erased)
@@ -549,7 +572,7 @@ class GraphWriter:
 
         absorbed_now = {m.absorbed_id: plan.final(m.absorbed_id) for m in plan.merges if m.absorbed_is_new}
         if plan.new_customers:
-            self._run(
+            created = self._run(
                 tx,
                 CREATE_CUSTOMERS,
                 now=now,
@@ -558,6 +581,7 @@ class GraphWriter:
                     for cid, at in plan.new_customers
                 ],
             )
+            nodes.update(created[0]["nodes"])
         if plan.attachments:
             self._run(
                 tx,
@@ -571,7 +595,7 @@ class GraphWriter:
         links = self._proactive.link(tx, records, plan.owners)
 
         stored = records
-        self._write_customer_events(tx, stored, plan, links, now)
+        self._write_customer_events(tx, stored, plan, links, now, nodes=nodes)
         notified = self._proactive.follow_up(tx, records, plan.owners, links, now)
         if plan.candidates:
             self._run(
@@ -613,7 +637,9 @@ class GraphWriter:
 
     def _lock_identities(
         self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord]
-    ) -> dict[str, KnownCustomer | None]:
+    ) -> tuple[dict[str, KnownCustomer | None], dict[str, str]]:
+        """Locks the batch's identities; returns each one's live customer (None: a new identity)
+        and those customers' element ids."""
         sightings: dict[str, dict[str, Any]] = {}
         for rec in records:
             at = _us(rec.at)  # times as sent (see _wire), built here as the rows are many
@@ -637,12 +663,16 @@ class GraphWriter:
         # Sorted, so two transactions over the same identities lock them in the same order.
         rows = [sightings[k] for k in sorted(sightings)]
         known: dict[str, KnownCustomer | None] = {}
+        nodes: dict[str, str] = {}
         # One record holding every row: the driver's per-record work was most of reading 2,000 rows.
-        for key, cid, created in tx.run(LOCK_IDENTITIES, {"identities": Rows(rows)}).single(strict=True)["known"]:
-            known[key] = (
-                KnownCustomer(cid, _from_us(created) if created is not None else _EPOCH) if cid is not None else None
-            )
-        return known
+        result = tx.run(LOCK_IDENTITIES, {"identities": Rows(rows)}).single(strict=True)["known"]
+        for key, cid, created, node in result:
+            if cid is None:
+                known[key] = None
+            else:
+                known[key] = KnownCustomer(cid, _from_us(created) if created is not None else _EPOCH)
+                nodes[cid] = node
+        return known, nodes
 
     def _kept_apart(
         self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], known: dict[str, KnownCustomer | None]
@@ -707,9 +737,17 @@ class GraphWriter:
             self._run(tx, UPSERT_DEVICES, devices=rows)
 
     def _write_customer_events(
-        self, tx: neo4j.ManagedTransaction, stored: list[InteractionRecord], plan: Plan, links: Links, now: datetime
+        self,
+        tx: neo4j.ManagedTransaction,
+        stored: list[InteractionRecord],
+        plan: Plan,
+        links: Links,
+        now: datetime,
+        *,
+        nodes: dict[str, str],
     ) -> None:
         """The interactions, contact times, traits and affinity, grouped by customer (WRITE_CUSTOMER_EVENTS).
+        `nodes` holds the element id of every customer the events go to.
 
         Times go as epoch microseconds, built here: walking every row through `_wire` cost more
         than the rest of the batch's Python.
@@ -718,6 +756,7 @@ class GraphWriter:
         topics = sorted({r.topic for r in stored if r.topic})
         agent_at = {a: n for n, a in enumerate(agents)}
         topic_at = {t: n for n, t in enumerate(topics)}
+        case_at: dict[str, int] = {}
         customers: dict[str, dict[str, Any]] = {}
         affinity: dict[str, dict[str, dict[str, Any]]] = {}
         # Event-time order, so the latest traits and the last contact win within the batch too.
@@ -726,7 +765,13 @@ class GraphWriter:
             at = _us(rec.at)
             c = customers.get(owner)
             if c is None:
-                c = customers[owner] = {"id": owner, "first_at": at, "traits": {}, "traits_at": None, "events": []}
+                c = customers[owner] = {
+                    "node": nodes[owner],
+                    "first_at": at,
+                    "traits": {},
+                    "traits_at": None,
+                    "events": [],
+                }
             c["last_at"] = at
             if rec.traits:
                 c["traits"].update(rec.traits)
@@ -736,13 +781,14 @@ class GraphWriter:
             linked_case = links.case_of.get(rec.event_id)
             if linked_case:
                 props["case_id"] = linked_case
+            case_id = linked_case or (rec.case.id if rec.case else None)
             c["events"].append(
                 {
                     "props": props,
                     "at": at,
                     "agent": agent_at.get(rec.agent_id) if rec.agent_id else None,
                     "topic": topic_at.get(rec.topic) if rec.topic else None,
-                    "case_id": linked_case or (rec.case.id if rec.case else None),
+                    "case": None if case_id is None else case_at.setdefault(case_id, len(case_at)),
                 }
             )
             if rec.agent_id is not None:
@@ -767,8 +813,17 @@ class GraphWriter:
             pairs = affinity.get(owner, {})
             row["affinity"] = [pairs[agent] for agent in sorted(pairs)]
             rows.append(row)
-        params = {"agents": Rows(agents), "topics": Rows(topics), "customers": Rows(rows), "now": _us(now)}
-        tx.run(WRITE_CUSTOMER_EVENTS, params).consume()
+        params = {
+            "agents": Rows(agents),
+            "topics": Rows(topics),
+            "cases": Rows(case_at),
+            "customers": Rows(rows),
+            "now": _us(now),
+        }
+        found = tx.run(WRITE_CUSTOMER_EVENTS, params).single(strict=True)["customers"]
+        if found != len(rows):
+            # A customer node gone under our identities' locks would lose its events silently.
+            raise RuntimeError(f"{len(rows) - found} of the batch's {len(rows)} customers were not found by element id")
 
     def _without_erased(
         self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], known: dict[str, KnownCustomer | None]

@@ -46,7 +46,10 @@ _LIVE_CONTACTS = (
     "COUNT { MATCH (x:Contact) WHERE x.customer_id = c.id AND x.state IN ['waiting', 'offered', 'assigned'] }"
 )
 
+# OPEN_CASES, JOINABLE_CASES and CREATE_NOTIFICATIONS keep their first plan, as the batch's other
+# statements do (see rapport_profile.adapters.graph): unique-constraint seeks and bound expansions.
 OPEN_CASES = f"""
+CYPHER replan=skip
 UNWIND $alerts AS r
 MATCH (c:Customer {{id: r.customer_id}})
 MERGE (d:Device {{id: r.device_id}})
@@ -87,6 +90,7 @@ RETURN c.id AS cid
 
 # The open proactive cases a customer's new contacts may join.
 JOINABLE_CASES = """
+CYPHER replan=skip
 UNWIND $customers AS cid
 MATCH (:Customer {id: cid})-[:HAS_CASE]->(k:Case)
 WHERE k.proactive AND k.attach_until IS NOT NULL AND k.status IN ['open', 'pending']
@@ -97,6 +101,7 @@ RETURN collect([cid, k.id,
 """
 
 CREATE_NOTIFICATIONS = f"""
+CYPHER replan=skip
 UNWIND $notes AS n
 MATCH (c:Customer {{id: n.customer_id}})
 MATCH (k:Case {{id: n.props.case_id}})
