@@ -170,8 +170,7 @@ class KeyedBatches:
             batch = producer.create_batch()
             for key, value in keyed:
                 if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                    # Full: send it and start the next (a record always fits an empty batch, as
-                    # aiokafka sizes a batch to hold at least one record).
+                    # Full: send it and start the next (an empty batch takes any first record).
                     pending.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
