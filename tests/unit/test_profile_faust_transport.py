@@ -3,9 +3,11 @@
 import asyncio
 from typing import Any
 
+import faust
 import pytest
+from faust.types import Message
 
-from rapport_profile.adapters.faust_transport import _finish
+from rapport_profile.adapters.faust_transport import RawRecords, _finish
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +71,20 @@ def test_a_failure_while_waiting_reaches_the_caller():
 
 def test_cancelling_the_rest_cancels_the_delivery_itself():
     asyncio.run(_cancelling_the_rest_cancels_the_delivery_itself())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [(b"crm:C-1", b"\x0a\x03evt"), (None, b"\xff\xfe not protobuf"), (b"k", None), (b"", b"")]
+)
+def test_raw_records_hand_over_key_value_and_headers_untouched(key: bytes | None, value: bytes | None):
+    app = faust.App("handover-test", autodiscover=False)
+    decode = RawRecords(key_type=bytes, value_type=bytes, allow_empty=True).compile(app)
+    sent = Message("t", 3, 41, 1.7e9, 1, [("traceparent", b"00-x")], key, value, None)
+
+    async def handed_over() -> Any:
+        return await decode(sent)
+
+    event = asyncio.run(handed_over())
+    assert isinstance(event, faust.Event)
+    assert (event.key, event.value, event.message) == (key, value, sent)
+    assert event.headers == {"traceparent": b"00-x"}
