@@ -15,13 +15,13 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import server_interceptor
 
 from rapport.errors import StatusInterceptor
 from rapport.security.policy import Policy
 from rapport.security.server import server_security
 from rapport.security.wire import BoundedDetailsInterceptor
 from rapport.settings import GrpcSettings
+from rapport.telemetry import ServerTracing
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def start_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
         interceptors=[
-            server_interceptor(),
+            ServerTracing(),
             BoundedDetailsInterceptor(),
             StatusInterceptor(),
             *security.interceptors,

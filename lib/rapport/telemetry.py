@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from opentelemetry import metrics, trace
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.grpc import server_interceptor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -39,8 +42,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
-if TYPE_CHECKING:
-    import grpc
+from rapport.security.handlers import Behaviour, WrappedHandlers, rewrap
 
 # The OTLP exporters installed with Rapport speak gRPC only.
 SUPPORTED_OTLP_PROTOCOLS = ("grpc",)
@@ -150,6 +152,117 @@ def configure_telemetry(
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     return Telemetry(tracer_provider, meter_provider)
+
+
+class _Method(grpc.HandlerCallDetails):
+    """What OpenTelemetry's interceptor reads of a call's details: its method."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+_KINDS = {
+    (False, False): "unary_unary",
+    (False, True): "unary_stream",
+    (True, False): "stream_unary",
+    (True, True): "stream_stream",
+}
+
+
+class ServerTracing(grpc.ServerInterceptor):
+    """A SERVER span per call, as OpenTelemetry's interceptor makes it, at a fraction of its cost
+    when the span is not recorded.
+
+    That interceptor builds the span's attributes (the metadata copied twice, the peer address
+    parsed twice) and wraps the servicer context on every call: ~65 us of the router's ~350 us
+    per call, for spans nothing records while nothing is exported (see RecordedWhenExported).
+    Calls whose span may be recorded (spans are exported, or the caller's trace is sampled) go
+    through it unchanged; the others get a bare span, in the caller's trace when one arrives, so
+    logs still carry trace ids and the context still travels on.
+    """
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._provider = tracer_provider
+        self._full: grpc.ServerInterceptor = server_interceptor(tracer_provider=tracer_provider)
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._wrapped = WrappedHandlers()
+
+    def _recording_all(self) -> bool:
+        provider = self._provider or trace.get_tracer_provider()
+        sampler = getattr(provider, "sampler", None)
+        return not isinstance(sampler, RecordedWhenExported) or sampler.exported
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        if self._recording_all():
+            return self._full.intercept_service(continuation, handler_call_details)  # type: ignore[no-any-return]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        return self._wrapped.get(method, handler, lambda: rewrap(handler, self._bare_spans(method, handler)))
+
+    def _bare_spans(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[[Behaviour, bool, bool], Behaviour]:
+        tracer = self._tracer
+        full = self._full
+
+        def wrap(behaviour: Behaviour, request_streaming: bool, response_streaming: bool) -> Behaviour:
+            kind = _KINDS[(request_streaming, response_streaming)]
+
+            def recorded(request: Any, context: grpc.ServicerContext) -> Any:
+                traced = full.intercept_service(lambda _details: handler, _Method(method))
+                return getattr(traced, kind)(request, context)
+
+            if response_streaming:
+
+                def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                    caller = _caller_context(context)
+                    if caller is not None and _sampled(caller):
+                        yield from recorded(request, context)
+                        return
+                    token = otel_context.attach(caller) if caller is not None else None
+                    try:
+                        with tracer.start_as_current_span(method, kind=SpanKind.SERVER):
+                            yield from behaviour(request, context)
+                    finally:
+                        if token is not None:
+                            otel_context.detach(token)
+
+                return stream
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                caller = _caller_context(context)
+                if caller is not None and _sampled(caller):
+                    return recorded(request, context)
+                token = otel_context.attach(caller) if caller is not None else None
+                try:
+                    with tracer.start_as_current_span(method, kind=SpanKind.SERVER):
+                        return behaviour(request, context)
+                finally:
+                    if token is not None:
+                        otel_context.detach(token)
+
+            return unary
+
+        return wrap
+
+
+def _caller_context(context: grpc.ServicerContext) -> Context | None:
+    """The trace context the caller sent, if it sent any."""
+    fields = propagate.get_global_textmap().fields
+    metadata = context.invocation_metadata()
+    if not any(md.key in fields for md in metadata):  # type: ignore[attr-defined]
+        return None
+    return propagate.extract({md.key: md.value for md in metadata})  # type: ignore[attr-defined]
+
+
+def _sampled(caller: Context) -> bool:
+    parent = trace.get_current_span(caller).get_span_context()
+    return parent.is_valid and parent.trace_flags.sampled
 
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
