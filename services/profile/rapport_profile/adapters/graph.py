@@ -115,7 +115,8 @@ FOREACH (_ IN CASE WHEN (k.verified AND NOT i.verified) OR first_at < i.first_se
 WITH i, k
 OPTIONAL MATCH (i)-[:IDENTIFIES]->(c:Customer)
 WHERE c.merged_into IS NULL
-RETURN collect([k.key, c.id, c.created_at.epochSeconds * 1000000 + c.created_at.microsecond, elementId(c)]) AS known
+RETURN collect([k.key, elementId(i), c.id, c.created_at.epochSeconds * 1000000 + c.created_at.microsecond,
+                elementId(c)]) AS known
 """
 )
 
@@ -149,8 +150,8 @@ ATTACH_IDENTITIES = _cypher(
     """
 CYPHER replan=skip
 UNWIND $attachments AS r
-MATCH (i:Identity {key: r.key})
-MATCH (c:Customer {id: r.customer_id})
+MATCH (i:Identity) WHERE elementId(i) = r.identity
+MATCH (c:Customer) WHERE elementId(c) = r.customer
 MERGE (i)-[:IDENTIFIES]->(c)
 """
 )
@@ -272,7 +273,7 @@ UPSERT_CASES = _cypher(
     """
 CYPHER replan=skip
 UNWIND $cases AS k
-MATCH (c:Customer {id: k.customer_id})
+MATCH (c:Customer) WHERE elementId(c) = k.customer_node
 MERGE (cs:Case {id: k.id})
 WITH c, cs, k, DT(k.first_at) AS first_at, DT(k.last_at) AS last_at
 SET cs.opened_at = CASE WHEN cs.opened_at IS NULL OR first_at < cs.opened_at THEN first_at ELSE cs.opened_at END
@@ -290,7 +291,7 @@ UPSERT_DEVICES = _cypher(
     """
 CYPHER replan=skip
 UNWIND $devices AS d
-MATCH (c:Customer {id: d.customer_id})
+MATCH (c:Customer) WHERE elementId(c) = d.customer_node
 MERGE (dv:Device {id: d.id})
 WITH c, dv, d, DT(d.last_at) AS last_at
 FOREACH (_ IN CASE WHEN dv.updated_at IS NULL OR last_at >= dv.updated_at THEN [1] ELSE [] END |
@@ -304,11 +305,8 @@ MERGE (c)-[:OWNS]->(dv)
 # Everything the batch's stored events add for their customers, in one statement: agents and
 # topics MERGEd once each (sorted, so concurrent batches lock them in one order) and cases looked
 # up once each, all referred to by position; then per customer, its contact times and traits, its
-# interactions and its customer-agent affinity, so each customer is looked up once, by the element
-# id LOCK_IDENTITIES or CREATE_CUSTOMERS gave for it in this transaction: a unique-index seek on
-# Customer.id cost more than the rest of that customer's row (the B-tree search dominates Neo4j's
-# profile of a batch). The id stays valid: the node is never deleted while we hold its
-# identities' locks (erasure takes them first).
+# interactions and its customer-agent affinity, so each customer is looked up once (by element
+# id, see BatchNodes).
 # SERVED_BY is looked for, then created, not MERGEd: MERGE locks the agent too, so concurrent
 # batches queued on every agent they share. The customer's lock (taken by the SET on its
 # contact times) is enough, as every writer of SERVED_BY (this, merges, unmerges) sets
@@ -394,6 +392,18 @@ MERGE (g:Merge {id: m.id})
 ON CREATE SET g += m.props, g.at = DT(m.at), g.event_at = DT(m.event_at)
 """
 )
+
+
+@dataclass
+class BatchNodes:
+    """Element ids of the customers and identities a batch's transaction found (LOCK_IDENTITIES)
+    or created (CREATE_CUSTOMERS), so its later statements go straight to the node: a unique-index
+    seek per row (the B-tree search) was the largest single cost in Neo4j's profile of a batch.
+    Valid until the transaction ends: while it holds the identities' locks, nothing deletes these
+    nodes (an erasure locks the identities first)."""
+
+    customers: dict[str, str] = field(default_factory=dict)
+    identities: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -581,18 +591,21 @@ class GraphWriter:
                     for cid, at in plan.new_customers
                 ],
             )
-            nodes.update(created[0]["nodes"])
+            nodes.customers.update(created[0]["nodes"])
         if plan.attachments:
             self._run(
                 tx,
                 ATTACH_IDENTITIES,
-                attachments=[{"key": k, "customer_id": c} for k, c in sorted(plan.attachments.items())],
+                attachments=[
+                    {"identity": nodes.identities[k], "customer": nodes.customers[c]}
+                    for k, c in sorted(plan.attachments.items())
+                ],
             )
         evidence = {
             m.absorbed_id: absorb(tx, m.absorbed_id, plan.final(m.absorbed_id), now) for m in plan.existing_absorbed
         }
-        self._upsert_cases_and_devices(tx, records, plan)
-        links = self._proactive.link(tx, records, plan.owners)
+        self._upsert_cases_and_devices(tx, records, plan, nodes)
+        links = self._proactive.link(tx, records, plan.owners, nodes.customers)
 
         stored = records
         self._write_customer_events(tx, stored, plan, links, now, nodes=nodes)
@@ -637,9 +650,9 @@ class GraphWriter:
 
     def _lock_identities(
         self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord]
-    ) -> tuple[dict[str, KnownCustomer | None], dict[str, str]]:
+    ) -> tuple[dict[str, KnownCustomer | None], BatchNodes]:
         """Locks the batch's identities; returns each one's live customer (None: a new identity)
-        and those customers' element ids."""
+        and the element ids of the identities and those customers."""
         sightings: dict[str, dict[str, Any]] = {}
         for rec in records:
             at = _us(rec.at)  # times as sent (see _wire), built here as the rows are many
@@ -663,15 +676,16 @@ class GraphWriter:
         # Sorted, so two transactions over the same identities lock them in the same order.
         rows = [sightings[k] for k in sorted(sightings)]
         known: dict[str, KnownCustomer | None] = {}
-        nodes: dict[str, str] = {}
+        nodes = BatchNodes()
         # One record holding every row: the driver's per-record work was most of reading 2,000 rows.
         result = tx.run(LOCK_IDENTITIES, {"identities": Rows(rows)}).single(strict=True)["known"]
-        for key, cid, created, node in result:
+        for key, identity_node, cid, created, customer_node in result:
+            nodes.identities[key] = identity_node
             if cid is None:
                 known[key] = None
             else:
                 known[key] = KnownCustomer(cid, _from_us(created) if created is not None else _EPOCH)
-                nodes[cid] = node
+                nodes.customers[cid] = customer_node
         return known, nodes
 
     def _kept_apart(
@@ -705,7 +719,7 @@ class GraphWriter:
         return [(r["id"], r["other"]) for r in self._run(tx, KEPT_APART, ids=involved)]
 
     def _upsert_cases_and_devices(
-        self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], plan: Plan
+        self, tx: neo4j.ManagedTransaction, records: list[InteractionRecord], plan: Plan, nodes: BatchNodes
     ) -> None:
         cases: dict[str, dict[str, Any]] = {}
         devices: dict[tuple[str, str], dict[str, Any]] = {}
@@ -714,13 +728,15 @@ class GraphWriter:
             owner = plan.owners[rec.event_id]
             if rec.case is not None:
                 row = cases.setdefault(rec.case.id, {"id": rec.case.id, "first_at": rec.at})
-                row.update(customer_id=owner, last_at=rec.at)
+                row.update(customer_node=nodes.customers[owner], last_at=rec.at)
                 for name in ("status", "title", "owner_agent_id", "proactive"):
                     value = getattr(rec.case, name)
                     if value is not None:
                         row[name] = value
             if rec.device is not None:
-                drow = devices.setdefault((owner, rec.device.id), {"id": rec.device.id, "customer_id": owner})
+                drow = devices.setdefault(
+                    (owner, rec.device.id), {"id": rec.device.id, "customer_node": nodes.customers[owner]}
+                )
                 drow["last_at"] = rec.at
                 if rec.device.model:
                     drow["model"] = rec.device.model
@@ -744,10 +760,9 @@ class GraphWriter:
         links: Links,
         now: datetime,
         *,
-        nodes: dict[str, str],
+        nodes: BatchNodes,
     ) -> None:
         """The interactions, contact times, traits and affinity, grouped by customer (WRITE_CUSTOMER_EVENTS).
-        `nodes` holds the element id of every customer the events go to.
 
         Times go as epoch microseconds, built here: walking every row through `_wire` cost more
         than the rest of the batch's Python.
@@ -766,7 +781,7 @@ class GraphWriter:
             c = customers.get(owner)
             if c is None:
                 c = customers[owner] = {
-                    "node": nodes[owner],
+                    "node": nodes.customers[owner],
                     "first_at": at,
                     "traits": {},
                     "traits_at": None,

@@ -51,7 +51,7 @@ _LIVE_CONTACTS = (
 OPEN_CASES = f"""
 CYPHER replan=skip
 UNWIND $alerts AS r
-MATCH (c:Customer {{id: r.customer_id}})
+MATCH (c:Customer) WHERE elementId(c) = r.customer_node
 MERGE (d:Device {{id: r.device_id}})
 MERGE (c)-[:OWNS]->(d)
 SET d.last_alert_at = CASE WHEN d.last_alert_at IS NULL OR {_dt("r.last_us")} > d.last_alert_at
@@ -91,10 +91,10 @@ RETURN c.id AS cid
 # The open proactive cases a customer's new contacts may join.
 JOINABLE_CASES = """
 CYPHER replan=skip
-UNWIND $customers AS cid
-MATCH (:Customer {id: cid})-[:HAS_CASE]->(k:Case)
-WHERE k.proactive AND k.attach_until IS NOT NULL AND k.status IN ['open', 'pending']
-RETURN collect([cid, k.id,
+UNWIND $customers AS r
+MATCH (c:Customer)-[:HAS_CASE]->(k:Case)
+WHERE elementId(c) = r.node AND k.proactive AND k.attach_until IS NOT NULL AND k.status IN ['open', 'pending']
+RETURN collect([r.id, k.id,
                 k.opened_at.epochSeconds * 1000000 + k.opened_at.microsecond,
                 k.attach_until.epochSeconds * 1000000 + k.attach_until.microsecond,
                 k.last_alert_at.epochSeconds * 1000000 + k.last_alert_at.microsecond]) AS cases
@@ -163,22 +163,33 @@ class ProactiveWriter:
         self.settings = settings
 
     def link(
-        self, tx: neo4j.ManagedTransaction, records: Sequence[InteractionRecord], owners: Mapping[str, str]
+        self,
+        tx: neo4j.ManagedTransaction,
+        records: Sequence[InteractionRecord],
+        owners: Mapping[str, str],
+        customer_nodes: Mapping[str, str],
     ) -> Links:
+        """`customer_nodes`: each owner's element id (see rapport_profile.adapters.graph.BatchNodes)."""
         links = Links()
         groups = rules.alert_groups(records, owners)
         if groups:
-            self._open_cases(tx, groups, links)
+            self._open_cases(tx, groups, customer_nodes, links)
         joining = [r for r in records if rules.may_join_case(r) and r.event_id not in links.case_of]
         if joining:
-            self._join_cases(tx, joining, owners, links)
+            self._join_cases(tx, joining, owners, customer_nodes, links)
         return links
 
-    def _open_cases(self, tx: neo4j.ManagedTransaction, groups: list[rules.AlertGroup], links: Links) -> None:
+    def _open_cases(
+        self,
+        tx: neo4j.ManagedTransaction,
+        groups: list[rules.AlertGroup],
+        customer_nodes: Mapping[str, str],
+        links: Links,
+    ) -> None:
         rows = [
             {
                 "index": n,
-                "customer_id": g.customer_id,
+                "customer_node": customer_nodes[g.customer_id],
                 "device_id": g.device_id,
                 "fault_code": g.fault_code,
                 "severity": g.severity,
@@ -208,9 +219,10 @@ class ProactiveWriter:
         tx: neo4j.ManagedTransaction,
         joining: list[InteractionRecord],
         owners: Mapping[str, str],
+        customer_nodes: Mapping[str, str],
         links: Links,
     ) -> None:
-        customers = sorted({owners[r.event_id] for r in joining})
+        customers = [{"id": c, "node": customer_nodes[c]} for c in sorted({owners[r.event_id] for r in joining})]
         cases: dict[str, list[tuple[int, int, int, str]]] = {}
         # One record holding every case: the driver's per-record work cost more than the rows
         # (a row per customer with an open proactive case, hundreds a batch).
