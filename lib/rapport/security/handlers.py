@@ -31,9 +31,10 @@ class WrappedHandlers:
     """An interceptor's wrapping of each handler, built once and reused.
 
     A servicer's handler for a method is one object for every call, and the stateless
-    interceptors' wrapping of it depends on nothing else: rebuilding it per call cost ~100 us of
-    a ~340 us health check. A handler that is new on every call (one an interceptor before
-    built per call) is wrapped per call as before; the table forgets everything when full.
+    interceptors' wrapping of it depends on nothing else, so rebuilding it per call is waste (the
+    interceptors took ~160 us of a ~340 us health check's server CPU). A handler that is new on
+    every call (one an interceptor before built per call) is wrapped per call as before; the
+    table forgets everything when full.
     """
 
     def __init__(self, limit: int = 512) -> None:
