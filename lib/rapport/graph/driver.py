@@ -38,3 +38,19 @@ class Rows(list[Any]):
 def unlogged(params: Mapping[str, Any]) -> dict[str, Any]:
     """`params` with every top-level list as Rows."""
     return {k: Rows(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+def run_rows(tx: neo4j.ManagedTransaction, query: str, params: dict[str, Any]) -> list[neo4j.Record]:
+    """Every record of `query`; then the Rows among `params` are emptied, as they have been sent.
+
+    The driver keeps each statement's parameters (in its result summary) inside reference cycles
+    that only the garbage collector frees: a batch's rows lived on until a collection, and every
+    collection walked them. Emptied, they go by reference counting when the caller drops them
+    (the summary's `parameters` then shows the lists empty).
+    """
+    try:
+        return list(tx.run(query, params))
+    finally:
+        for value in params.values():
+            if isinstance(value, Rows):
+                value.clear()

@@ -25,7 +25,7 @@ import neo4j
 import neo4j.exceptions
 
 from rapport.events import validate
-from rapport.graph.driver import Rows, unlogged
+from rapport.graph.driver import Rows, run_rows, unlogged
 from rapport.identity import NormalisedIdentifier
 from rapport.v1 import events_pb2
 from rapport_profile.adapters.proactive import Links, ProactiveWriter
@@ -464,7 +464,7 @@ def _json_ready(value: Any) -> Any:
 
 
 def run(tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
-    return list(tx.run(query, unlogged(_wire(params))))
+    return run_rows(tx, query, unlogged(_wire(params)))
 
 
 def absorb(tx: neo4j.ManagedTransaction, absorbed: str, survivor: str, now: datetime) -> dict[str, Any]:
@@ -678,7 +678,7 @@ class GraphWriter:
         known: dict[str, KnownCustomer | None] = {}
         nodes = BatchNodes()
         # One record holding every row: the driver's per-record work was most of reading 2,000 rows.
-        result = tx.run(LOCK_IDENTITIES, {"identities": Rows(rows)}).single(strict=True)["known"]
+        result = run_rows(tx, LOCK_IDENTITIES, {"identities": Rows(rows)})[0]["known"]
         for key, identity_node, cid, created, customer_node in result:
             nodes.identities[key] = identity_node
             if cid is None:
@@ -835,7 +835,7 @@ class GraphWriter:
             "customers": Rows(rows),
             "now": _us(now),
         }
-        found = tx.run(WRITE_CUSTOMER_EVENTS, params).single(strict=True)["customers"]
+        found = run_rows(tx, WRITE_CUSTOMER_EVENTS, params)[0]["customers"]
         if found != len(rows):
             # A customer node gone under our identities' locks would lose its events silently.
             raise RuntimeError(f"{len(rows) - found} of the batch's {len(rows)} customers were not found by element id")

@@ -21,7 +21,7 @@ from typing import Any
 
 import neo4j
 
-from rapport.graph.driver import unlogged
+from rapport.graph.driver import run_rows, unlogged
 from rapport_profile.domain import proactive as rules
 from rapport_profile.domain.interactions import InteractionRecord
 
@@ -155,7 +155,7 @@ class Links:
 
 
 def _run(tx: neo4j.ManagedTransaction, query: str, **params: Any) -> list[neo4j.Record]:
-    return list(tx.run(query, unlogged(params)))
+    return run_rows(tx, query, unlogged(params))
 
 
 class ProactiveWriter:
