@@ -141,6 +141,8 @@ def test_replaying_a_batch_changes_nothing(graph: neo4j.Driver, uid: str):
     again = seed_graph(graph, events + events[:4])
     assert len(first.stored) == 9 and again.stored == []
     assert sorted(again.duplicates) == sorted([e.event_id for e in events] + [e.event_id for e in events[:4]])
+    # Each replayed event names the customer that holds it, for the CustomerUpdated it re-announces.
+    assert again.replayed == first.owners and len(first.owners) == 9
     assert snapshot(graph, uid) == before
     served = [s for _, _, ss in before.values() for s in ss]
     assert sum(s["contacts"] for s in served) == 9

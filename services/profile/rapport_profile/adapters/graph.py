@@ -91,7 +91,7 @@ CYPHER replan=skip
 UNWIND $ids AS id
 MATCH (i:Interaction {event_id: id})
 OPTIONAL MATCH (c:Customer)-[:HAD]->(i)
-RETURN i.event_id AS event_id, c.id AS customer_id
+RETURN collect([i.event_id, c.id]) AS existing
 """
 )
 
@@ -565,10 +565,9 @@ class GraphWriter:
     def _write(self, tx: neo4j.ManagedTransaction, all_records: list[InteractionRecord]) -> BatchResult:
         now = self._clock()
         records, repeated = _dedupe(all_records)
-        replayed = {
-            r["event_id"]: r["customer_id"]
-            for r in self._run(tx, EXISTING_EVENTS, ids=Rows([rec.event_id for rec in records]))
-        }
+        # One record holding the pairs: a replayed batch paid the driver's per-record work on each.
+        existing = self._run(tx, EXISTING_EVENTS, ids=Rows([rec.event_id for rec in records]))[0]["existing"]
+        replayed = dict(existing)
         records = [r for r in records if r.event_id not in replayed]
         duplicates = repeated + sorted(replayed)
         if not records:
