@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -504,7 +504,7 @@ def for_each_row(statement: str, returns: str, *, shared: Sequence[str] = (), ro
     return f"UNWIND {rows} AS row\nCALL (row) {{\n{body.strip()}\n}}\nRETURN {columns}"
 
 
-def one_statement(parts: Mapping[str, tuple[str, Sequence[str]]]) -> str:
+def one_statement(parts: Mapping[str, tuple[str, Sequence[str]]], *, shared: Sequence[str] = ()) -> str:
     """Several `for_each_row` statements as one, run in the order given, each over the rows of
     `$rows` whose `kind` is its name.
 
@@ -516,7 +516,7 @@ def one_statement(parts: Mapping[str, tuple[str, Sequence[str]]]) -> str:
     columns = sorted({c for _, returns in parts.values() for c in returns})
     unions = []
     for name, (statement, returns) in parts.items():
-        inner = for_each_row(statement, ", ".join(returns), rows=f"[r IN $rows WHERE r.kind = '{name}']")
+        inner = for_each_row(statement, ", ".join(returns), shared=shared, rows=f"[r IN $rows WHERE r.kind = '{name}']")
         head, _, _ = inner.rpartition("\nRETURN ")
         picked = ", ".join(c if c in returns else f"null AS {c}" for c in columns)
         unions.append(f"{head}\nRETURN '{name}' AS kind, row.i AS i, {picked}")
@@ -527,22 +527,35 @@ def one_statement(parts: Mapping[str, tuple[str, Sequence[str]]]) -> str:
 
 # LIMIT takes no variables: the touchpoint limit is the same for every row anyway.
 _SHARED_WINDOWS = {"max_touchpoints": MAX_TOUCHPOINTS}
-CUSTOMERS_BY_IDENTITY_ROWS = for_each_row(CUSTOMER_BY_IDENTITY, "*", shared=("max_touchpoints",))
-CUSTOMERS_BY_ID_ROWS = for_each_row(CUSTOMER_BY_ID, "*", shared=("max_touchpoints",))
 RESERVE_NEW_ROWS = for_each_row(RESERVE_NEW, "ok, agent")
 ACCEPT_OFFER_ROWS = for_each_row(ACCEPT_OFFER, "ok, contact")
 COMPLETE_CONTACT_ROWS = for_each_row(COMPLETE_CONTACT, "before, ok, contact, agent")
-# The cycle's writes, whichever are waiting, in one transaction: a write transaction is most of
-# a small write's cost in Neo4j, and one statement is the driver's. Completions go first, so a
-# reservation after them can take the capacity they free; rows lock in the order of each part.
+_CUSTOMER_COLUMNS = (
+    "id", "language", "tier", "segment", "models", "served", "cases", "recent", "touchpoints", "handled",
+    "identity", "raised",
+)  # fmt: skip
+# The cycle's statements, whichever are waiting, in one transaction: a transaction is most of a
+# small statement's cost in Neo4j (about 1 ms of its CPU for a write of one contact, 0.5 ms for
+# a read, where the customer read's own work is a few hundred db hits), and one statement is the
+# driver's. Completions go first, so a reservation after them can take the capacity they free;
+# rows lock in the order of each part. The customer reads go last and take no locks: they see
+# what the writes before them did, as a read just after their commit would.
 CYCLE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "complete": (COMPLETE_CONTACT, ("before", "ok", "contact", "agent")),
     "reserve": (RESERVE_NEW, ("ok", "agent")),
     "accept": (ACCEPT_OFFER, ("ok", "contact")),
+    "resolve": (CUSTOMER_BY_IDENTITY, _CUSTOMER_COLUMNS),
+    "customer": (CUSTOMER_BY_ID, _CUSTOMER_COLUMNS),
 }
-CYCLE_WRITES = one_statement(CYCLE_PARTS)
+CYCLE_STATEMENT = one_statement(CYCLE_PARTS, shared=tuple(_SHARED_WINDOWS))
 # Rows of each part run in this order (agents, then contacts, locked in one order).
-_CYCLE_ORDER: dict[str, str] = {"complete": "contact_id", "reserve": "agent_id", "accept": "contact_id"}
+_CYCLE_ORDER: dict[str, str] = {
+    "complete": "contact_id",
+    "reserve": "agent_id",
+    "accept": "contact_id",
+    "resolve": "key",
+    "customer": "id",
+}
 _CYCLE_RANK = {name: n for n, name in enumerate(CYCLE_PARTS)}
 
 # ---------------------------------------------------------------- statistics
@@ -866,7 +879,13 @@ def _cycle_what(rows: Sequence[Row]) -> str:
     return ", ".join(what for kind, what in _CYCLE_WHAT.items() if kind in kinds)
 
 
-_CYCLE_WHAT = {"complete": "complete contact", "reserve": "reserve agent", "accept": "accept offer"}
+_CYCLE_WHAT = {
+    "complete": "complete contact",
+    "reserve": "reserve agent",
+    "accept": "accept offer",
+    "resolve": "resolve customer",
+    "customer": "read customer",
+}
 
 
 # ---------------------------------------------------------------- adapter
@@ -884,12 +903,9 @@ class RouterGraph:
         self._sessions = threading.local()
         self._opened: list[neo4j.Session] = []
         self._opened_lock = threading.Lock()
-        # The statements of every route, accept and completion: concurrent calls share a
-        # transaction (see adapters.coalescing).
-        self._resolving: Coalescer[Row, Answer] = Coalescer(self._resolve_rows, "resolve customers")
-        self._reading_customers: Coalescer[Row, Answer] = Coalescer(self._customer_rows, "read customers")
-        # Reservations, accepts and completions waiting together share one write transaction.
-        self._writing: Coalescer[tuple[str, Row], Answer] = Coalescer(self._cycle_rows, "write contacts")
+        # The statements of every route, accept and completion (customer reads, reservations,
+        # accepts, completions): those waiting together share one transaction (adapters.coalescing).
+        self._cycle: Coalescer[tuple[str, Row], Answer] = Coalescer(self._cycle_rows, "run the cycle's statements")
 
     # -- plumbing
 
@@ -968,41 +984,14 @@ class RouterGraph:
     def ping(self) -> None:
         self.read("RETURN 1", "ping")
 
-    def _rows(
-        self,
-        statement: str,
-        rows: Sequence[Row],
-        *,
-        write: bool,
-        what: str,
-        order: Callable[[Row], Any] | None = None,
-        shared: Mapping[str, Any] | None = None,
-    ) -> list[Answer]:
-        """The answer (None if there is none) to each row of a `for_each_row` statement, in order;
-        the rows run in `order` (agents locked in one order never deadlock each other)."""
-        numbered = [{**row, "i": i} for i, row in enumerate(rows)]
-        if order is not None:
-            numbered.sort(key=order)
-        answers: list[Answer] = [None] * len(rows)
-        for r in self.run(statement, {"rows": Rows(numbered), **(shared or {})}, write=write, what=what):
-            answers[r["i"]] = r
-        return answers
-
-    def _resolve_rows(self, rows: Sequence[Row]) -> list[Answer]:
-        return self._rows(
-            CUSTOMERS_BY_IDENTITY_ROWS, rows, write=False, what="resolve customer", shared=_SHARED_WINDOWS
-        )
-
-    def _customer_rows(self, rows: Sequence[Row]) -> list[Answer]:
-        return self._rows(CUSTOMERS_BY_ID_ROWS, rows, write=False, what="read customer", shared=_SHARED_WINDOWS)
-
     def _cycle_rows(self, calls: Sequence[tuple[str, Row]]) -> list[Answer | BaseException]:
-        """The answer to each (part, row) call of CYCLE_WRITES, in order, from one transaction."""
+        """The answer to each (part, row) call of CYCLE_STATEMENT, in order, from one transaction."""
         rows = [{**row, "i": n, "kind": kind} for n, (kind, row) in enumerate(calls)]
         rows.sort(key=lambda r: (_CYCLE_RANK[r["kind"]], r[_CYCLE_ORDER[r["kind"]]]))
         answers: list[Answer | BaseException] = [None] * len(calls)
         try:
-            for r in self.run(CYCLE_WRITES, {"rows": Rows(rows)}, write=True, what=_cycle_what(rows)):
+            params = {"rows": Rows(rows), **_SHARED_WINDOWS}
+            for r in self.run(CYCLE_STATEMENT, params, write=True, what=_cycle_what(rows)):
                 answers[r["i"]] = r
         except ConstraintError as exc:
             if len(calls) == 1:
@@ -1082,11 +1071,11 @@ class RouterGraph:
         }
 
     def customer_by_id(self, customer_id: str, now: float, params: ScoringParams) -> CustomerContext | None:
-        record = self._reading_customers({"id": customer_id, **self._windows(now, params)})
+        record = self._cycle(("customer", {"id": customer_id, **self._windows(now, params)}))
         return customer_from_record(record) if record is not None else None
 
     def customer_by_identity(self, key: str, now: float, params: ScoringParams) -> CustomerContext | None:
-        record = self._resolving({"key": key, **self._windows(now, params)})
+        record = self._cycle(("resolve", {"key": key, **self._windows(now, params)}))
         return customer_from_record(record) if record is not None else None
 
     def customers(self, ids: Sequence[str], now: float, params: ScoringParams) -> dict[str, CustomerContext]:
@@ -1142,7 +1131,7 @@ class RouterGraph:
             **self._keys(channel),
         }
         try:
-            record = self._writing(("reserve", row))
+            record = self._cycle(("reserve", row))
         except ConstraintError as exc:
             raise ContactExists(props["id"]) from exc
         if record is None:
@@ -1213,7 +1202,7 @@ class RouterGraph:
     def accept_offer(
         self, contact_id: str, offer_id: str, agent_id: str, now: float
     ) -> tuple[bool, ContactRecord | None]:
-        record = self._writing(
+        record = self._cycle(
             ("accept", {"contact_id": contact_id, "offer_id": offer_id, "agent_id": agent_id, "now": _ms(now)})
         )
         if record is None:
@@ -1223,7 +1212,7 @@ class RouterGraph:
     def complete(
         self, contact_id: str, agent_id: str | None, ending: Mapping[str, Any], event_id: str, now: float
     ) -> tuple[str | None, bool, ContactRecord | None, AgentRecord | None]:
-        r = self._writing(
+        r = self._cycle(
             (
                 "complete",
                 {
