@@ -7,6 +7,7 @@ absent properties; sensitive facts are masked here, before anything leaves the p
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
@@ -113,6 +114,14 @@ _SELF_SERVICE_TEXTS = ("article_id", "article_title", "flow_id", "step", "exit_r
 _TRAITS = ("language", "tier", "segment", "display_name")
 
 
+def _put_texts(properties: dict[str, Any], message: Any, names: Sequence[str]) -> None:
+    """The message's non-empty text fields, as properties of the same names."""
+    for name in names:
+        value = getattr(message, name)
+        if value:
+            properties[name] = value
+
+
 def interaction_record(
     event: events_pb2.InteractionEvent, identifiers: list[NormalisedIdentifier]
 ) -> InteractionRecord:
@@ -127,10 +136,7 @@ def interaction_record(
     # Only what the event carries becomes a property (no None values), built in one pass: this
     # runs for every ingested event.
     properties: dict[str, Any] = {"event_id": event.event_id, "at": at}
-    for name in _TEXT_FIELDS:
-        value = getattr(event, name)
-        if value:
-            properties[name] = value
+    _put_texts(properties, event, _TEXT_FIELDS)
     if event.channel:
         properties["channel"] = short_name(events_pb2.Channel.DESCRIPTOR, event.channel)
     if event.kind:
@@ -153,10 +159,7 @@ def interaction_record(
         properties["device_id"] = device_ref.id
     if event.HasField("self_service"):
         ss = event.self_service
-        for name in _SELF_SERVICE_TEXTS:
-            value = getattr(ss, name)
-            if value:
-                properties[name] = value
+        _put_texts(properties, ss, _SELF_SERVICE_TEXTS)
         if ss.answer:
             properties["answer"] = short_name(events_pb2.ArticleAnswer.DESCRIPTOR, ss.answer)
         if ss.intent_confidence:
