@@ -55,11 +55,6 @@ DEAD_LETTER_TOPIC = "rapport.interactions.dlq.v1"
 CUSTOMER_UPDATES_TOPIC = "rapport.customer-updates.v1"
 
 
-# The local stack's ports (rapport.devstack's defaults; RAPPORT_KAFKA_PORT / RAPPORT_NEO4J_BOLT_PORT move it).
-LOCAL_KAFKA_PORT = 9092
-LOCAL_BOLT_PORT = 7687
-
-
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -201,9 +196,7 @@ class KafkaSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
         env = os.environ if env is None else env
         return cls(
-            # Unset: the local stack, on the port `rapport.devstack` was told to use.
-            bootstrap_servers=env.get("RAPPORT_KAFKA_BOOTSTRAP")
-            or f"127.0.0.1:{_int(env, 'RAPPORT_KAFKA_PORT', LOCAL_KAFKA_PORT)}",
+            bootstrap_servers=env.get("RAPPORT_KAFKA_BOOTSTRAP", cls.bootstrap_servers),
             interactions_topic=env.get("RAPPORT_INTERACTIONS_TOPIC", cls.interactions_topic),
             dead_letter_topic=env.get("RAPPORT_DEAD_LETTER_TOPIC", cls.dead_letter_topic),
             customer_updates_topic=env.get("RAPPORT_CUSTOMER_UPDATES_TOPIC", cls.customer_updates_topic),
@@ -260,8 +253,7 @@ class Neo4jSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Neo4jSettings:
         env = os.environ if env is None else env
         return cls(
-            uri=env.get("RAPPORT_NEO4J_URI")
-            or f"bolt://127.0.0.1:{_int(env, 'RAPPORT_NEO4J_BOLT_PORT', LOCAL_BOLT_PORT)}",
+            uri=env.get("RAPPORT_NEO4J_URI", cls.uri),
             user=env.get("RAPPORT_NEO4J_USER", cls.user),
             password=env.get("RAPPORT_NEO4J_PASSWORD", "rapport-local"),
             database=env.get("RAPPORT_NEO4J_DATABASE", cls.database),

@@ -23,8 +23,7 @@ environment:
   RAPPORT_CACHE_DIR              jar cache (default ~/.cache/rapport/jars)
   RAPPORT_KAFKA_PORT             local Kafka PLAINTEXT port (default 9092)
   RAPPORT_KAFKA_CONTROLLER_PORT  local KRaft controller port (default 9093)
-  RAPPORT_NEO4J_BOLT_PORT        local Neo4j Bolt port (default 7687); Rapport's clients follow
-                                 these ports while RAPPORT_KAFKA_BOOTSTRAP / RAPPORT_NEO4J_URI are unset
+  RAPPORT_NEO4J_BOLT_PORT        local Neo4j Bolt port (default 7687)
   RAPPORT_KAFKA_BOOTSTRAP        use this Kafka instead of starting one
   RAPPORT_NEO4J_URI              use this Neo4j instead of starting one
   RAPPORT_NEO4J_USER             Neo4j user (default neo4j)

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rapport.devstack.errors import ConfigError
-from rapport.settings import LOCAL_BOLT_PORT, LOCAL_KAFKA_PORT
 
-DEFAULT_KAFKA_PORT = LOCAL_KAFKA_PORT
+DEFAULT_KAFKA_PORT = 9092
 DEFAULT_KAFKA_CONTROLLER_PORT = 9093
-DEFAULT_NEO4J_BOLT_PORT = LOCAL_BOLT_PORT
+DEFAULT_NEO4J_BOLT_PORT = 7687
 DEFAULT_NEO4J_USER = "neo4j"
 DEFAULT_NEO4J_PASSWORD = "rapport-local"
 LOCAL_HOST = "127.0.0.1"
